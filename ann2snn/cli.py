@@ -1,0 +1,160 @@
+"""Command-line options shared by the scripts of LeNet/ and MLP/.
+
+The option names and defaults are those of the paper's scripts: Adam with a
+learning rate of 1e-4, batch 200, a checkpoint every epoch, SNN batch 50 and
+20 time steps.
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+# A spiking neuron sends at most one spike per time step, so a level above this
+# needs thousands of time steps per activation unit and is almost surely a typo.
+MAX_K = 8
+
+
+class UsageError(Exception):
+    """Options that parse but do not fit together or with the data; exits with code 2."""
+
+
+def str2bool(text):
+    """Parse True/False as the paper's commands write them (also yes/no, 1/0)."""
+    value = text.strip().lower()
+    if value in ("true", "yes", "1"):
+        return True
+    if value in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean {text!r}: use True or False")
+
+
+def positive_int(text):
+    """Parse an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {value}: must be at least 1")
+    return value
+
+
+def quantization_level(text):
+    """Parse the quantization level k: activations are multiples of 1/2^k."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid quantization level {text!r}: use an integer") from None
+    if not 0 <= value <= MAX_K:
+        raise argparse.ArgumentTypeError(
+            f"invalid quantization level {value}: use 0 to {MAX_K} (the paper uses 0, 1 and 2)")
+    return value
+
+
+def positive_float(text):
+    """Parse a float > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid value {text}: must be a positive number")
+    return value
+
+
+def script_folder(script_path):
+    """Return the folder of the script at `script_path` (where figs/ lives)."""
+    return os.path.dirname(os.path.abspath(script_path))
+
+
+def add_common_options(parser, script_path):
+    parser.add_argument("--data_dir", default="./data",
+                        help="folder with Fashion-MNIST in TensorLayer's layout "
+                             "(<data_dir>/fashion_mnist/*.gz); if missing, the copy of Debian's "
+                             "dataset-fashion-mnist is used, then a download (default: ./data)")
+    parser.add_argument("--model_dir", default=".",
+                        help="folder of the checkpoint and model_fashion_mnist.npz "
+                             "(default: the current folder)")
+    parser.add_argument("--figs_dir", default=os.path.join(script_folder(script_path), "figs"),
+                        help="folder for logs and recorded accuracies "
+                             "(default: figs/ next to the script)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed for initialization and shuffling (default: 0)")
+
+
+def training_parser(description, script_path, quantized, default_epochs):
+    """Return the parser of a Quant_ (quantized=True) or FP32_ script."""
+    parser = argparse.ArgumentParser(description=description)
+    if quantized:
+        parser.add_argument("--k", type=quantization_level, default=0,
+                            help="quantization level: activations are multiples of 1/2^k "
+                                 "(integer, default: 0)")
+    parser.add_argument("--resume", type=str2bool, default=False,
+                        help="True: restore the checkpoint in --model_dir and continue from its "
+                             "last finished epoch (training) or evaluate it (inference); "
+                             "False: start from a fresh initialization (default: False)")
+    parser.add_argument("--mode", choices=("training", "inference"), default="training",
+                        help="training: train, then evaluate and write the npz; inference: "
+                             "evaluate the checkpoint and write the npz (default: training)")
+    parser.add_argument("--n_epoch", type=positive_int, default=default_epochs,
+                        help=f"total number of training epochs (default: {default_epochs})")
+    parser.add_argument("--batch_size", type=positive_int, default=200,
+                        help="training batch size in images (default: 200)")
+    parser.add_argument("--learning_rate", type=positive_float, default=1e-4,
+                        help="Adam learning rate (default: 1e-4)")
+    add_common_options(parser, script_path)
+    parser.add_argument("--num_train_images", type=positive_int, default=None,
+                        help="train on the first N of the 50,000 training images only, "
+                             "for quick tests (default: all)")
+    parser.add_argument("--num_eval_images", type=positive_int, default=None,
+                        help="evaluate on the first N validation and test images only, "
+                             "for quick tests (default: all 10,000)")
+    return parser
+
+
+def spiking_parser(description, script_path):
+    """Return the parser of a Spiking_ script."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--k", type=quantization_level, default=0,
+                        help="quantization level of the trained model to convert "
+                             "(integer, default: 0)")
+    parser.add_argument("--time_steps", type=positive_int, default=20,
+                        help="time steps simulated per image (default: 20)")
+    parser.add_argument("--batch_size", type=positive_int, default=50,
+                        help="images simulated together; results do not depend on it "
+                             "(default: 50)")
+    parser.add_argument("--num_images", type=positive_int, default=None,
+                        help="simulate the first N test images only, for quick runs "
+                             "(default: all 10,000)")
+    parser.add_argument("--verify", action="store_true",
+                        help="also compute the quantized ANN in NumPy and check that every "
+                             "neuron's net spike count equals its activation; exit 1 on a mismatch")
+    parser.add_argument("--allow_pickle", action="store_true",
+                        help="accept an npz in the paper's original layout, which stores the "
+                             "parameters as a pickle; only for files you trust")
+    add_common_options(parser, script_path)
+    return parser
+
+
+def setup_logging():
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+
+
+def run_main(main, argv=None):
+    """Run `main(argv)` and turn the project's expected errors into one message and exit code 1."""
+    from .data import DataError
+    from .model_file import ModelFileError
+
+    setup_logging()
+    try:
+        return main(argv)
+    except UsageError as error:
+        logging.getLogger("ann2snn").error("error: %s", error)
+        return 2
+    except (DataError, ModelFileError) as error:
+        logging.getLogger("ann2snn").error("error: %s", error)
+        return 1
+    except KeyboardInterrupt:
+        logging.getLogger("ann2snn").error("interrupted; finished outputs are left as they were")
+        return 130
