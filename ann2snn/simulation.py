@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from . import logs, quantized_ann
 from .cli import UsageError
-from .data import load_test_set
+from .data import TEST_SIZE, load_test_set
 from .model_file import MODEL_FILE_NAME, load_model
 from .spiking_utils import SpikingNetwork
 
@@ -163,18 +163,23 @@ def summarize(result, model, time_steps, batch_size):
 
 def run(arch, args):
     """Convert the model in --model_dir at --k, simulate it, write figs/k<k>/; return the exit code."""
-    x_test, y_test = load_test_set(args.data_dir)
-    if args.num_images is not None:
-        if args.num_images > len(x_test):
-            raise UsageError(
-                f"--num_images {args.num_images} is larger than the test set "
-                f"({len(x_test)} images): use at most {len(x_test)}")
-        x_test, y_test = x_test[:args.num_images], y_test[:args.num_images]
+    # Options and the model are checked before the data is read, so a mistake costs no time.
+    # load_test_set raises DataError unless the test set has exactly TEST_SIZE images.
+    if args.num_images is not None and args.num_images > TEST_SIZE:
+        raise UsageError(
+            f"--num_images {args.num_images} is larger than the test set "
+            f"({TEST_SIZE} images): use at most {TEST_SIZE}")
 
     model = load_model(os.path.join(args.model_dir, MODEL_FILE_NAME), arch=arch, k=args.k,
                        allow_pickle=args.allow_pickle)
     if model.k == "unknown":
         model.metadata["k"] = args.k
+        log.warning("%s is in the original layout without metadata: converting it as k=%d "
+                    "(from --k) with batch-norm epsilon %g", model.path, args.k,
+                    DEFAULT_BN_EPSILON)
+
+    x_test, y_test = load_test_set(args.data_dir)
+    x_test, y_test = x_test[:args.num_images], y_test[:args.num_images]
 
     result = simulate(model, x_test, y_test, args.time_steps, args.batch_size, verify=args.verify)
     summary = summarize(result, model, args.time_steps, args.batch_size)

@@ -1,0 +1,167 @@
+"""Reproduce the paper's Fashion-MNIST experiments: train, convert, simulate, plot.
+
+    python -m ann2snn.reproduce [--only MLP] [--keys k0 k1] [--skip_spiking]
+
+Runs the project's own scripts with the paper's defaults (Adam 1e-4, batch 200,
+100 epochs for LeNet, 150 for MLP), one model at a time, MLP first because it
+trains in minutes. Each model lives in pretrained/<arch>/<key>/ with its
+training log; pretrained/manifest.json records architecture, k, epochs, seed,
+test accuracy, SHA-256 and command of every finished model.
+
+Interrupted runs resume: a model whose npz records all epochs on the full test
+set is skipped, and one with a checkpoint continues from its last finished epoch.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+from .logs import write_json_atomically
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PRETRAINED_DIR = os.path.join(REPO_ROOT, "pretrained")
+MANIFEST = os.path.join(PRETRAINED_DIR, "manifest.json")
+EPOCHS = {"MLP": 150, "LeNet": 100}
+KEYS = ("k0", "k1", "k2", "fp32")
+FULL_TEST_SET = 10000
+# Time steps of the Spiking runs; doubled until every neuron has settled.
+INITIAL_TIME_STEPS = 40
+MAX_TIME_STEPS = 320
+
+
+def model_dir(arch, key):
+    return os.path.join(PRETRAINED_DIR, arch, key)
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_metadata(path):
+    """Return the metadata of the npz at `path`, or None if there is no readable one."""
+    from .model_file import ModelFileError, load_model
+
+    try:
+        return load_model(path).metadata
+    except ModelFileError:
+        return None
+
+
+def is_finished(arch, key, epochs):
+    metadata = read_metadata(os.path.join(model_dir(arch, key), "model_fashion_mnist.npz"))
+    return (metadata is not None and metadata.get("epochs") == epochs
+            and metadata.get("num_test_images") == FULL_TEST_SET)
+
+
+def run_logged(command, cwd, log_path):
+    """Run `command` in `cwd`, appending its output to `log_path`; return the exit code."""
+    print(f"$ (cd {os.path.relpath(cwd, REPO_ROOT)} && {' '.join(command)})  >> "
+          f"{os.path.relpath(log_path, REPO_ROOT)}", flush=True)
+    with open(log_path, "a") as log:
+        log.write(f"$ {' '.join(command)}\n")
+        log.flush()
+        return subprocess.call(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def train(arch, key, epochs, seed, data_dir):
+    folder = model_dir(arch, key)
+    os.makedirs(folder, exist_ok=True)
+    script = f"FP32_{arch}_FashionMNIST.py" if key == "fp32" else f"Quant_{arch}_FashionMNIST.py"
+    resume = os.path.exists(os.path.join(folder, "checkpoint"))
+    command = [sys.executable, script, "--resume", str(resume), "--mode", "training",
+               "--n_epoch", str(epochs), "--seed", str(seed), "--data_dir", data_dir,
+               "--model_dir", os.path.relpath(folder, os.path.join(REPO_ROOT, arch))]
+    if key != "fp32":
+        command[2:2] = ["--k", key[1:]]
+    code = run_logged(command, os.path.join(REPO_ROOT, arch), os.path.join(folder, "training.log"))
+    if code != 0:
+        raise SystemExit(f"training {arch} {key} failed with exit code {code}; "
+                         f"see {os.path.join(folder, 'training.log')}")
+    update_manifest(arch, key, command)
+
+
+def update_manifest(arch, key, command):
+    path = os.path.join(model_dir(arch, key), "model_fashion_mnist.npz")
+    metadata = read_metadata(path)
+    manifest = {}
+    if os.path.exists(MANIFEST):
+        with open(MANIFEST) as stream:
+            manifest = json.load(stream)
+    manifest[f"{arch}/{key}"] = {
+        "architecture": arch,
+        "k": metadata.get("k"),
+        "epochs": metadata.get("epochs"),
+        "seed": metadata.get("seed"),
+        "test_accuracy": metadata.get("test_accuracy"),
+        "num_test_images": metadata.get("num_test_images"),
+        "file": os.path.relpath(path, REPO_ROOT),
+        "sha256": sha256(path),
+        "command": f"cd {arch} && " + " ".join(["python"] + command[1:]),
+    }
+    write_json_atomically(MANIFEST, manifest)
+
+
+def simulate(arch, key, data_dir):
+    """Run the Spiking script with --verify, doubling the time steps until every neuron settles."""
+    folder = model_dir(arch, key)
+    time_steps = INITIAL_TIME_STEPS
+    while True:
+        command = [sys.executable, f"Spiking_{arch}_FashionMNIST.py", "--k", key[1:],
+                   "--time_steps", str(time_steps), "--verify", "--data_dir", data_dir,
+                   "--model_dir", os.path.relpath(folder, os.path.join(REPO_ROOT, arch))]
+        code = run_logged(command, os.path.join(REPO_ROOT, arch), os.path.join(folder, "spiking.log"))
+        summary_path = os.path.join(REPO_ROOT, arch, "figs", key, "summary.json")
+        with open(summary_path) as stream:
+            summary = json.load(stream)
+        if code == 0:
+            return
+        mismatched = any((summary.get("verify_mismatches") or {}).values())
+        if mismatched or time_steps >= MAX_TIME_STEPS:
+            raise SystemExit(f"spiking {arch} {key} failed verification; see {folder}/spiking.log")
+        time_steps *= 2
+
+
+def plot(arch):
+    for figure in ("accuracy_speed", "sops", "sparsity"):
+        subprocess.check_call([sys.executable, os.path.join("figs", f"{figure}.py")],
+                              cwd=os.path.join(REPO_ROOT, arch))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=sorted(EPOCHS), action="append",
+                        help="architectures to run (default: MLP, then LeNet)")
+    parser.add_argument("--keys", nargs="+", choices=KEYS, default=list(KEYS),
+                        help="models to run: k0 k1 k2 fp32 (default: all four)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    parser.add_argument("--data_dir", default=os.path.join(REPO_ROOT, "data"),
+                        help="Fashion-MNIST folder (default: data/ in the repository)")
+    parser.add_argument("--skip_spiking", action="store_true",
+                        help="train only; no simulation or figures")
+    args = parser.parse_args(argv)
+    architectures = args.only or ["MLP", "LeNet"]
+
+    for arch in architectures:
+        for key in args.keys:
+            if is_finished(arch, key, EPOCHS[arch]):
+                print(f"{arch} {key}: finished model found, skipping training", flush=True)
+            else:
+                train(arch, key, EPOCHS[arch], args.seed, args.data_dir)
+        if args.skip_spiking:
+            continue
+        for key in args.keys:
+            if key != "fp32":
+                simulate(arch, key, args.data_dir)
+        plot(arch)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
