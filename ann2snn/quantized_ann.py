@@ -18,8 +18,7 @@ def forward(arch, params, k, epsilon, images):
     activations = images.astype(np.float64) * 2.0 ** k
     counts = []
     for index, (layer, neurons) in enumerate(zip(arch.hidden, neurons_of(arch, params, k, epsilon))):
-        membrane = conv2d_valid(activations, np.asarray(params[5 * index], dtype=np.float64),
-                                layer.stride)
+        membrane = conv2d_valid(activations, neurons.signed(params[5 * index]), layer.stride)
         activations = neurons.target_counts(membrane)
         counts.append(activations)
     logits = activations.reshape(len(images), -1) @ np.asarray(params[-1], dtype=np.float64)

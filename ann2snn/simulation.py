@@ -22,7 +22,7 @@ from . import logs, quantized_ann
 from .cli import UsageError
 from .data import TEST_SIZE, load_test_set
 from .model_file import MODEL_FILE_NAME, load_model
-from .spiking_utils import SpikingNetwork
+from .spiking_utils import SpikingNetwork, Trace
 
 log = logging.getLogger("ann2snn.simulation")
 
@@ -58,8 +58,14 @@ class SimulationResult:
     mismatches: list = field(default_factory=list)
 
 
-def simulate(model, images, labels, time_steps, batch_size, verify=False, progress=True):
-    """Simulate the spiking network of `model` on `images` for `time_steps` steps per batch."""
+def simulate(model, images, labels, time_steps, batch_size, verify=False, progress=True,
+             stepwise=False):
+    """Simulate the spiking network of `model` on `images` for `time_steps` steps per batch.
+
+    `stepwise=True` advances the whole network one time step at a time
+    (SpikingNetwork.step) instead of layer by layer (SpikingNetwork.run); both
+    give the same logs, and the tests check that they do.
+    """
     arch = model.architecture
     epsilon = model.metadata.get("bn_epsilon", DEFAULT_BN_EPSILON)
     network = SpikingNetwork(arch, model.params, model.k, epsilon)
@@ -81,25 +87,21 @@ def simulate(model, images, labels, time_steps, batch_size, verify=False, progre
         ann_predictions = np.argmax(ann_logits, axis=1)
         ann_correct += int(np.sum(ann_predictions == y_batch))
 
-        network.reset(len(x_batch))
-        spikes_so_far = net_so_far = sops_so_far = 0
-        for time_step in range(time_steps):
-            potential, (spikes, net), sops = network.step(x_batch, time_step)
-            spikes_so_far += spikes
-            net_so_far += net
-            sops_so_far += sops
-            if spikes:
-                last_spike_step[batch] = time_step
-            predictions = np.argmax(potential, axis=1)
-            disagree = predictions != ann_predictions
-            last_disagreement[start:start + len(x_batch)][disagree] = time_step
-            records["accuracy"][batch, time_step] = np.sum(predictions == y_batch)
-            records["spike_num"][batch, time_step] = spikes_so_far
-            records["spike_collect"][batch, time_step] = net_so_far
-            records["sop_num"][batch, time_step] = sops_so_far
+        trace = _run_batch(network, x_batch, time_steps, stepwise)
+        predictions = trace.predictions
+        records["accuracy"][batch] = np.sum(predictions == y_batch, axis=1)
+        records["spike_num"][batch] = np.cumsum(trace.spikes.sum(axis=1))
+        records["spike_collect"][batch] = np.cumsum(trace.net_spikes.sum(axis=1))
+        records["sop_num"][batch] = np.cumsum(trace.sops.sum(axis=1))
+        spiking_steps = np.nonzero(trace.spikes.sum(axis=1))[0]
+        if len(spiking_steps):
+            last_spike_step[batch] = spiking_steps[-1]
+        disagree = predictions != ann_predictions
+        last_disagreement[start:start + len(x_batch)] = np.where(
+            disagree.any(axis=0), time_steps - 1 - np.argmax(disagree[::-1], axis=0), -1)
 
         if verify:
-            _compare_counts(arch, network.spike_counts(), ann_counts, start,
+            _compare_counts(arch, trace.final_counts, ann_counts, start,
                             mismatch_counts, mismatches)
         bar.update(len(x_batch))
     bar.close()
@@ -107,13 +109,27 @@ def simulate(model, images, labels, time_steps, batch_size, verify=False, progre
                             last_spike_step, mismatch_counts if verify else {}, mismatches)
 
 
+def _run_batch(network, images, time_steps, stepwise):
+    """Return the Trace of `images`, from SpikingNetwork.run or step by step."""
+    if not stepwise:
+        return network.run(images, time_steps)
+    network.reset(len(images))
+    columns = {name: np.zeros((time_steps, len(images)), dtype=np.int64)
+               for name in ("predictions", "spikes", "net_spikes", "sops")}
+    for time_step in range(time_steps):
+        potential, per_image = network.step(images, time_step, per_image=True)
+        columns["predictions"][time_step] = np.argmax(potential, axis=1)
+        columns["spikes"][time_step], columns["net_spikes"][time_step], \
+            columns["sops"][time_step] = per_image
+    return Trace(final_counts=network.spike_counts(), **columns)
+
+
 def _compare_counts(arch, snn_counts, ann_counts, first_image, mismatch_counts, mismatches):
     for layer, snn, ann in zip(arch.hidden, snn_counts, ann_counts):
         differ = snn != ann
         mismatch_counts[layer.name] += int(np.count_nonzero(differ))
-        for image, row, column, channel in np.argwhere(differ):
-            if len(mismatches) >= MAX_REPORTED_MISMATCHES:
-                return
+        room = MAX_REPORTED_MISMATCHES - len(mismatches)
+        for image, row, column, channel in np.argwhere(differ)[:max(room, 0)]:
             mismatches.append(Mismatch(
                 int(first_image + image), layer.name, (int(row), int(column)), int(channel),
                 int(snn[image, row, column, channel]), int(ann[image, row, column, channel])))

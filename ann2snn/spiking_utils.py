@@ -35,7 +35,6 @@ counts of the last hidden layer, and the prediction is its argmax.
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 # Added before rounding in the quantizer, so that ties round up (see tf_model.quantize).
 QUANTIZER_OFFSET = 1e-5
@@ -45,10 +44,9 @@ QUANTIZER_OFFSET = 1e-5
 class NeuronParameters:
     """Per-channel parameters of the spiking neurons of one hidden layer (float64 arrays)."""
 
-    sign: np.ndarray            # sign of gamma: +1, -1, or 0 for a constant channel
-    threshold: np.ndarray       # membrane units per spike, sigma / |gamma|
-    offset: np.ndarray          # membrane value of the ANN's first rounding step, minus one threshold
-    constant_count: np.ndarray  # count of gamma = 0 channels, round(2^k * ReLU(beta))
+    sign: np.ndarray       # sign of gamma: +1, -1, or 0 for a constant channel
+    threshold: np.ndarray  # membrane units per spike, sigma / |gamma| (1 where gamma = 0)
+    offset: np.ndarray     # signed membrane at which the count would reach 0, one threshold below the first rounding step
 
     @classmethod
     def from_batch_norm(cls, beta, gamma, moving_mean, moving_variance, epsilon, k):
@@ -63,19 +61,30 @@ class NeuronParameters:
         # In membrane units (2^k * z), 2^k * BN(z) = (sign * V - shift) / threshold, with:
         shift = sign * scale * mean - scale * beta * threshold
         offset = shift - (0.5 + QUANTIZER_OFFSET) * threshold
+        # A gamma = 0 channel gets zero weights (see `signed`), so its signed membrane
+        # stays 0 and this offset makes the target round(2^k * ReLU(beta)).
         constant_count = np.maximum(0.0, np.floor(scale * beta + 0.5 + QUANTIZER_OFFSET))
-        return cls(sign=sign, threshold=threshold, offset=np.where(constant, 0.0, offset),
-                   constant_count=np.where(constant, constant_count, 0.0))
+        offset = np.where(constant, -(constant_count + 0.5), offset)
+        return cls(sign=sign, threshold=threshold, offset=offset)
 
-    def target_counts(self, membrane):
+    def signed(self, weights):
+        """Return `weights` (..., channels) times sign(gamma) per output channel, in float64.
+
+        Flipping a sign is exact, so the signed membrane is exactly sign * 2^k * z.
+        """
+        return np.asarray(weights, dtype=np.float64) * self.sign
+
+    def target_counts(self, signed_membrane):
         """Return the net spike count each neuron's membrane calls for (float64, integer values).
 
-        `membrane` is 2^k * z with the channel as the last axis and gamma's sign not
-        yet applied. This is the quantized ANN's activation in units of 1/2^k.
+        `signed_membrane` is sign(gamma) * 2^k * z, channels on the last axis. The
+        result is the quantized ANN's activation in units of 1/2^k.
         """
-        counts = np.floor((self.sign * membrane - self.offset) / self.threshold)
+        counts = signed_membrane - self.offset
+        counts /= self.threshold
+        np.floor(counts, out=counts)
         np.maximum(counts, 0.0, out=counts)
-        return np.where(self.sign == 0, self.constant_count, counts)
+        return counts
 
 
 def conv2d_valid(inputs, weights, stride=1):
@@ -85,9 +94,16 @@ def conv2d_valid(inputs, weights, stride=1):
     if kh == height and kw == width:
         flat = inputs.reshape(batch, height * width * channels)
         return (flat @ weights.reshape(-1, out_channels)).reshape(batch, 1, 1, out_channels)
-    windows = sliding_window_view(inputs, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
-    # windows: (N, H', W', C, kh, kw); contract over C, kh, kw.
-    return np.tensordot(windows, weights.transpose(2, 0, 1, 3), axes=([3, 4, 5], [0, 1, 2]))
+    out_h = (height - kh) // stride + 1
+    out_w = (width - kw) // stride + 1
+    inputs = np.ascontiguousarray(inputs)
+    sn, sh, sw, sc = inputs.strides
+    # im2col as a strided view (N, H', W', kh, kw, C), in the order of the HWIO kernel.
+    patches = np.lib.stride_tricks.as_strided(
+        inputs, (batch, out_h, out_w, kh, kw, channels),
+        (sn, sh * stride, sw * stride, sh, sw, sc), writeable=False)
+    columns = patches.reshape(batch * out_h * out_w, kh * kw * channels)
+    return (columns @ weights.reshape(-1, out_channels)).reshape(batch, out_h, out_w, out_channels)
 
 
 def fan_out_map(in_height, in_width, kernel_size, stride, out_channels):
@@ -106,12 +122,12 @@ def fan_out_map(in_height, in_width, kernel_size, stride, out_channels):
 class SpikingConv2d:
     """A hidden layer of spiking neurons fed by a VALID convolution.
 
-    State per image: `membrane` (2^k * z for the inputs received so far) and
-    `spike_count` (net spikes sent, positive minus negative).
+    State per image: `membrane` (sign(gamma) * 2^k * z for the inputs received so
+    far) and `spike_count` (net spikes sent, positive minus negative).
     """
 
     def __init__(self, weights, stride, neurons, input_shape):
-        self.weights = np.asarray(weights, dtype=np.float64)
+        self.weights = neurons.signed(weights)
         self.stride = stride
         self.neurons = neurons
         self.input_shape = tuple(input_shape)
@@ -135,6 +151,40 @@ class SpikingConv2d:
         spikes = np.sign(self.neurons.target_counts(self.membrane) - self.spike_count)
         self.spike_count += spikes
         return spikes
+
+
+    def run_train(self, input_train):
+        """Feed a whole input spike train (T, N, H, W, C); return (output train int8, final counts).
+
+        Per time step, only the images whose membrane changed or whose count has
+        not reached its target are updated.
+        """
+        time_steps, num_images = input_train.shape[:2]
+        steps, images, increments = _train_increments(
+            input_train, lambda x: conv2d_valid(x, self.weights, self.stride))
+        step_bounds = np.searchsorted(steps, np.arange(time_steps + 1))
+        membrane = np.zeros((num_images, *self.output_shape))
+        # Before any input, a neuron already calls for the count of a zero membrane.
+        target = self.neurons.target_counts(membrane)
+        count = np.zeros((num_images, *self.output_shape))
+        pending = np.ones(num_images, dtype=bool)
+        output_train = np.zeros((time_steps, num_images, *self.output_shape), dtype=np.int8)
+        for time_step in range(time_steps):
+            first, last = step_bounds[time_step], step_bounds[time_step + 1]
+            changed = images[first:last]
+            if len(changed):
+                membrane[changed] += increments[first:last]
+                target[changed] = self.neurons.target_counts(membrane[changed])
+                pending[changed] = True
+            rows = np.flatnonzero(pending)
+            if not len(rows):
+                continue
+            difference = target[rows] - count[rows]
+            spikes = np.sign(difference)
+            count[rows] += spikes
+            output_train[time_step, rows] = spikes
+            pending[rows] = (np.abs(difference) > 1).reshape(len(rows), -1).any(axis=1)
+        return output_train, count
 
 
 class SpikingOutput:
@@ -185,34 +235,147 @@ class SpikingNetwork:
             layer.reset(batch_size)
         self.output.reset(batch_size)
 
-    def step(self, images, time_step):
+    def step(self, images, time_step, per_image=False):
         """Run time step `time_step` (0-based); return (potential, spikes, sops) of this step.
 
         `images` (N, 28, 28, 1) in [0, 1) enter the first layer, times 2^k, at step 0.
         `spikes` is (spikes of either sign, net spikes) over all hidden neurons;
         `sops` counts every spike times its fan-out, except those into the first layer.
+        With `per_image=True` the second item is (spikes, net spikes, sops), each an
+        (N,) array with one value per image.
         """
         if time_step == 0:
             inputs = images.astype(np.float64) * 2.0 ** self.k
         else:
             inputs = np.zeros((len(images), *self.arch.input_shape))
-        spikes_total = net_total = sops = 0
+        num_images = len(images)
+        spikes_total = np.zeros(num_images, dtype=np.int64)
+        net_total = np.zeros(num_images, dtype=np.int64)
+        sops = np.zeros(num_images, dtype=np.int64)
         for index, layer in enumerate(self.layers):
             if index > 0:
-                sops += _synaptic_operations(inputs, layer.input_fan_out)
+                sops += _synaptic_operations_per_step(inputs[None], layer.input_fan_out)[0]
             inputs = layer.step(inputs)
-            spikes_total += int(np.count_nonzero(inputs))
-            net_total += int(inputs.sum())
-        sops += int(np.count_nonzero(inputs)) * self.output.input_fan_out
+            flat = inputs.reshape(num_images, -1)
+            spikes_total += np.count_nonzero(flat, axis=1)
+            net_total += flat.sum(axis=1).astype(np.int64)
+        sops += np.count_nonzero(inputs.reshape(num_images, -1), axis=1) * self.output.input_fan_out
         potential = self.output.step(inputs)
-        return potential, (spikes_total, net_total), sops
+        if per_image:
+            return potential, (spikes_total, net_total, sops)
+        return potential, (int(spikes_total.sum()), int(net_total.sum())), int(sops.sum())
 
     def spike_counts(self):
         """Return the net spike count arrays of the hidden layers (N, H, W, C)."""
         return [layer.spike_count for layer in self.layers]
 
+    def run(self, images, time_steps):
+        """Simulate `time_steps` steps on `images`, layer by layer; return a Trace.
 
-def _synaptic_operations(spikes, fan_out):
-    """Return the SOPs of `spikes` (N, H, W, C): each spike times its fan-out."""
-    per_position = np.count_nonzero(spikes, axis=(0, 3))
-    return int((per_position * fan_out).sum())
+        Gives the same spikes as calling `step` for every time step, computed in
+        another order: each layer processes its whole input spike train at once.
+        Only the (time step, image) pairs in which some input spike arrived go
+        through the convolution, in large matrix products, so images and steps
+        in which a layer's input is silent cost nothing. Images are processed in
+        chunks of IMAGES_PER_CHUNK to bound memory.
+        """
+        traces = [self._run_chunk(images[start:start + IMAGES_PER_CHUNK], time_steps)
+                  for start in range(0, len(images), IMAGES_PER_CHUNK)]
+        return Trace.concatenate(traces)
+
+    def _run_chunk(self, images, time_steps):
+        num_images = len(images)
+        spikes_total = np.zeros((time_steps, num_images), dtype=np.int64)
+        net_total = np.zeros((time_steps, num_images), dtype=np.int64)
+        sops = np.zeros((time_steps, num_images), dtype=np.int64)
+        counts = []
+
+        # The first layer's membrane is fixed after the image arrives at step 0, so each
+        # neuron sends +1 at steps 0 .. n-1 and nothing after: n is its final count.
+        first = self.layers[0]
+        membrane = conv2d_valid(images.astype(np.float64) * 2.0 ** self.k, first.weights,
+                                first.stride)
+        final_count = first.neurons.target_counts(membrane)
+        steps = np.arange(time_steps).reshape(-1, *([1] * final_count.ndim))
+        spike_train = (steps < final_count).astype(np.int8)
+        counts.append(np.minimum(final_count, time_steps))
+        _add_spike_totals(spike_train, spikes_total, net_total)
+
+        for layer in self.layers[1:]:
+            sops += _synaptic_operations_per_step(spike_train, layer.input_fan_out)
+            spike_train, count = layer.run_train(spike_train)
+            counts.append(count)
+            _add_spike_totals(spike_train, spikes_total, net_total)
+
+        sops += np.count_nonzero(spike_train.reshape(time_steps, num_images, -1), axis=2) \
+            * self.output.input_fan_out
+        steps, active_images, increments = _train_increments(
+            spike_train, lambda x: x.reshape(len(x), -1) @ self.output.weights)
+        potential = np.zeros((num_images, self.output.weights.shape[1]))
+        predictions = np.zeros((time_steps, num_images), dtype=np.int64)
+        step_bounds = np.searchsorted(steps, np.arange(time_steps + 1))
+        for time_step in range(time_steps):
+            first, last = step_bounds[time_step], step_bounds[time_step + 1]
+            if last > first:
+                potential[active_images[first:last]] += increments[first:last]
+            predictions[time_step] = np.argmax(potential, axis=1)
+        return Trace(predictions, spikes_total, net_total, sops, counts)
+
+
+# Images simulated together by SpikingNetwork.run; bounds memory at about 150 MB for LeNet.
+IMAGES_PER_CHUNK = 50
+# (time step, image) slices per matrix product in _train_increments; bounds the im2col copy.
+SLICES_PER_PRODUCT = 128
+
+
+@dataclass
+class Trace:
+    """Per time step and image: prediction, spikes, net spikes and SOPs of that step.
+
+    Arrays are (time_steps, N); `final_counts` holds each hidden layer's net
+    spike counts after the last step (N, H, W, C).
+    """
+
+    predictions: np.ndarray
+    spikes: np.ndarray
+    net_spikes: np.ndarray
+    sops: np.ndarray
+    final_counts: list
+
+    @classmethod
+    def concatenate(cls, traces):
+        return cls(*(np.concatenate([getattr(t, name) for t in traces], axis=1)
+                     for name in ("predictions", "spikes", "net_spikes", "sops")),
+                   [np.concatenate(layer_counts) for layer_counts in
+                    zip(*(t.final_counts for t in traces))])
+
+
+def _train_increments(spike_train, transform):
+    """Apply `transform` to every (step, image) slice of `spike_train` with a spike in it.
+
+    `spike_train` is (T, N, ...) with values -1, 0, +1. Returns (steps, images,
+    increments): the active slices in time-step order and transform(slice) for
+    each, in float64.
+    """
+    time_steps, num_images = spike_train.shape[:2]
+    steps, images = np.nonzero(spike_train.reshape(time_steps, num_images, -1).any(axis=2))
+    parts = []
+    for start in range(0, len(steps), SLICES_PER_PRODUCT):
+        chunk = spike_train[steps[start:start + SLICES_PER_PRODUCT],
+                            images[start:start + SLICES_PER_PRODUCT]]
+        parts.append(transform(chunk.astype(np.float64)))
+    if not parts:
+        return steps, images, np.zeros((0,))
+    return steps, images, np.concatenate(parts)
+
+
+def _add_spike_totals(spike_train, spikes_total, net_total):
+    flat = spike_train.reshape(*spike_train.shape[:2], -1)
+    spikes_total += np.count_nonzero(flat, axis=2)
+    net_total += flat.sum(axis=2, dtype=np.int64)
+
+
+def _synaptic_operations_per_step(spike_train, fan_out):
+    """Return (T, N) SOPs of `spike_train` (T, N, H, W, C): each spike times its fan-out."""
+    per_position = np.count_nonzero(spike_train, axis=4)
+    return np.tensordot(per_position, fan_out, axes=([2, 3], [0, 1])).astype(np.int64)
