@@ -59,8 +59,12 @@ class SimulationResult:
 
 
 def simulate(model, images, labels, time_steps, batch_size, verify=False, progress=True,
-             stepwise=False):
+             stepwise=False, compare_with_ann=True):
     """Simulate the spiking network of `model` on `images` for `time_steps` steps per batch.
+
+    `compare_with_ann` also runs the NumPy quantized ANN on every batch, for its
+    accuracy and the step from which the predictions agree; `verify` (which
+    needs it) compares every neuron's final net spike count with it.
 
     `stepwise=True` advances the whole network one time step at a time
     (SpikingNetwork.step) instead of layer by layer (SpikingNetwork.run); both
@@ -74,6 +78,8 @@ def simulate(model, images, labels, time_steps, batch_size, verify=False, progre
     last_disagreement = np.full(len(images), -1)
     last_spike_step = np.full(num_batches, -1)
     batch_sizes, ann_correct = [], 0
+    if verify and not compare_with_ann:
+        raise ValueError("verify=True needs compare_with_ann=True")
     mismatch_counts = {layer.name: 0 for layer in arch.hidden}
     mismatches = []
 
@@ -83,9 +89,10 @@ def simulate(model, images, labels, time_steps, batch_size, verify=False, progre
         start = batch * batch_size
         x_batch, y_batch = images[start:start + batch_size], labels[start:start + batch_size]
         batch_sizes.append(len(x_batch))
-        ann_counts, ann_logits = quantized_ann.forward(arch, model.params, model.k, epsilon, x_batch)
-        ann_predictions = np.argmax(ann_logits, axis=1)
-        ann_correct += int(np.sum(ann_predictions == y_batch))
+        if compare_with_ann:
+            ann_counts, ann_logits = quantized_ann.forward_network(network, x_batch)
+            ann_predictions = np.argmax(ann_logits, axis=1)
+            ann_correct += int(np.sum(ann_predictions == y_batch))
 
         trace = _run_batch(network, x_batch, time_steps, stepwise)
         predictions = trace.predictions
@@ -96,15 +103,18 @@ def simulate(model, images, labels, time_steps, batch_size, verify=False, progre
         spiking_steps = np.nonzero(trace.spikes.sum(axis=1))[0]
         if len(spiking_steps):
             last_spike_step[batch] = spiking_steps[-1]
-        disagree = predictions != ann_predictions
-        last_disagreement[start:start + len(x_batch)] = np.where(
-            disagree.any(axis=0), time_steps - 1 - np.argmax(disagree[::-1], axis=0), -1)
+        if compare_with_ann:
+            disagree = predictions != ann_predictions
+            last_disagreement[start:start + len(x_batch)] = np.where(
+                disagree.any(axis=0), time_steps - 1 - np.argmax(disagree[::-1], axis=0), -1)
 
         if verify:
             _compare_counts(arch, trace.final_counts, ann_counts, start,
                             mismatch_counts, mismatches)
         bar.update(len(x_batch))
     bar.close()
+    if not compare_with_ann:
+        ann_correct, last_disagreement = None, None
     return SimulationResult(records, batch_sizes, ann_correct, last_disagreement,
                             last_spike_step, mismatch_counts if verify else {}, mismatches)
 
@@ -148,7 +158,8 @@ def summarize(result, model, time_steps, batch_size):
     num_images = int(sum(result.batch_sizes))
     accuracy_per_step = result.logs["accuracy"].sum(axis=0)
     final = {name: int(values[:, -1].sum()) for name, values in result.logs.items()}
-    last_disagreement = int(result.last_disagreement.max())
+    compared = result.ann_correct is not None
+    last_disagreement = int(result.last_disagreement.max()) if compared else None
     last_spike = int(result.last_spike_step.max())
     return {
         "architecture": arch.name,
@@ -162,11 +173,12 @@ def summarize(result, model, time_steps, batch_size):
         "ann_operation_count": arch.ann_operation_count(),
         "ann_accuracy": model.metadata.get("test_accuracy"),
         "ann_accuracy_images": model.metadata.get("num_test_images"),
-        "numpy_ann_accuracy": result.ann_correct / num_images,
+        "numpy_ann_accuracy": result.ann_correct / num_images if compared else None,
         "snn_accuracy": final["accuracy"] / num_images,
         # 1-based time steps; None when not reached within time_steps.
         "stable_accuracy_step": first_stable_step(accuracy_per_step),
-        "ann_agreement_step": last_disagreement + 2 if last_disagreement < time_steps - 1 else None,
+        "ann_agreement_step": (last_disagreement + 2
+                               if compared and last_disagreement < time_steps - 1 else None),
         "settled_step": last_spike + 2 if last_spike < time_steps - 1 else None,
         "spikes_per_image": final["spike_num"] / num_images,
         "positive_spikes_per_image": (final["spike_num"] + final["spike_collect"]) / 2 / num_images,

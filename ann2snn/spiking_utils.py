@@ -153,15 +153,17 @@ class SpikingConv2d:
         return spikes
 
 
-    def run_train(self, input_train):
+    def run_train(self, input_train, totals):
         """Feed a whole input spike train (T, N, H, W, C); return (output train int8, final counts).
 
-        Per time step, only the images whose membrane changed or whose count has
-        not reached its target are updated.
+        The input spikes are counted into `totals` (a SpikeTotals). Per time step,
+        only the images whose membrane changed or whose count has not reached its
+        target are updated.
         """
         time_steps, num_images = input_train.shape[:2]
         steps, images, increments = _train_increments(
-            input_train, lambda x: conv2d_valid(x, self.weights, self.stride))
+            input_train, lambda x: conv2d_valid(x, self.weights, self.stride),
+            self.input_fan_out, totals)
         step_bounds = np.searchsorted(steps, np.arange(time_steps + 1))
         membrane = np.zeros((num_images, *self.output_shape))
         # Before any input, a neuron already calls for the count of a zero membrane.
@@ -254,7 +256,8 @@ class SpikingNetwork:
         sops = np.zeros(num_images, dtype=np.int64)
         for index, layer in enumerate(self.layers):
             if index > 0:
-                sops += _synaptic_operations_per_step(inputs[None], layer.input_fan_out)[0]
+                per_position = np.count_nonzero(inputs, axis=3)
+                sops += np.tensordot(per_position, layer.input_fan_out, axes=([1, 2], [0, 1]))
             inputs = layer.step(inputs)
             flat = inputs.reshape(num_images, -1)
             spikes_total += np.count_nonzero(flat, axis=1)
@@ -285,9 +288,7 @@ class SpikingNetwork:
 
     def _run_chunk(self, images, time_steps):
         num_images = len(images)
-        spikes_total = np.zeros((time_steps, num_images), dtype=np.int64)
-        net_total = np.zeros((time_steps, num_images), dtype=np.int64)
-        sops = np.zeros((time_steps, num_images), dtype=np.int64)
+        totals = SpikeTotals(time_steps, num_images)
         counts = []
 
         # The first layer's membrane is fixed after the image arrives at step 0, so each
@@ -299,18 +300,15 @@ class SpikingNetwork:
         steps = np.arange(time_steps).reshape(-1, *([1] * final_count.ndim))
         spike_train = (steps < final_count).astype(np.int8)
         counts.append(np.minimum(final_count, time_steps))
-        _add_spike_totals(spike_train, spikes_total, net_total)
 
+        # Each layer's spikes are counted (spikes, net spikes, SOPs) by the layer they reach.
         for layer in self.layers[1:]:
-            sops += _synaptic_operations_per_step(spike_train, layer.input_fan_out)
-            spike_train, count = layer.run_train(spike_train)
+            spike_train, count = layer.run_train(spike_train, totals)
             counts.append(count)
-            _add_spike_totals(spike_train, spikes_total, net_total)
 
-        sops += np.count_nonzero(spike_train.reshape(time_steps, num_images, -1), axis=2) \
-            * self.output.input_fan_out
         steps, active_images, increments = _train_increments(
-            spike_train, lambda x: x.reshape(len(x), -1) @ self.output.weights)
+            spike_train, lambda x: x.reshape(len(x), -1) @ self.output.weights,
+            self.output.input_fan_out, totals)
         potential = np.zeros((num_images, self.output.weights.shape[1]))
         predictions = np.zeros((time_steps, num_images), dtype=np.int64)
         step_bounds = np.searchsorted(steps, np.arange(time_steps + 1))
@@ -319,7 +317,7 @@ class SpikingNetwork:
             if last > first:
                 potential[active_images[first:last]] += increments[first:last]
             predictions[time_step] = np.argmax(potential, axis=1)
-        return Trace(predictions, spikes_total, net_total, sops, counts)
+        return Trace(predictions, totals.spikes, totals.net_spikes, totals.sops, counts)
 
 
 # Images simulated together by SpikingNetwork.run; bounds memory at about 150 MB for LeNet.
@@ -350,32 +348,50 @@ class Trace:
                     zip(*(t.final_counts for t in traces))])
 
 
-def _train_increments(spike_train, transform):
+class SpikeTotals:
+    """Spikes, net spikes and SOPs per (time step, image), summed over the hidden layers."""
+
+    def __init__(self, time_steps, num_images):
+        self.spikes = np.zeros((time_steps, num_images), dtype=np.int64)
+        self.net_spikes = np.zeros((time_steps, num_images), dtype=np.int64)
+        self.sops = np.zeros((time_steps, num_images), dtype=np.int64)
+
+    def add(self, steps, images, spike_slices, fan_out):
+        """Count `spike_slices` (S, H, W, C) or (S, features), sent at (steps, images).
+
+        `fan_out` is the neurons each spike reaches: an (H, W) map or a number.
+        Every (step, image) pair appears at most once per call.
+        """
+        magnitude = np.abs(spike_slices)
+        if np.ndim(fan_out):
+            per_position = magnitude.sum(axis=3)
+            sops = np.tensordot(per_position, fan_out.astype(np.float64), axes=([1, 2], [0, 1]))
+            spikes = per_position.reshape(len(per_position), -1).sum(axis=1)
+        else:
+            spikes = magnitude.reshape(len(magnitude), -1).sum(axis=1)
+            sops = spikes * fan_out
+        self.spikes[steps, images] += spikes.astype(np.int64)
+        self.sops[steps, images] += sops.astype(np.int64)
+        self.net_spikes[steps, images] += spike_slices.reshape(
+            len(spike_slices), -1).sum(axis=1).astype(np.int64)
+
+
+def _train_increments(spike_train, transform, fan_out, totals):
     """Apply `transform` to every (step, image) slice of `spike_train` with a spike in it.
 
     `spike_train` is (T, N, ...) with values -1, 0, +1. Returns (steps, images,
     increments): the active slices in time-step order and transform(slice) for
-    each, in float64.
+    each, in float64. The slices' spikes are added to `totals` with `fan_out`.
     """
     time_steps, num_images = spike_train.shape[:2]
     steps, images = np.nonzero(spike_train.reshape(time_steps, num_images, -1).any(axis=2))
     parts = []
     for start in range(0, len(steps), SLICES_PER_PRODUCT):
-        chunk = spike_train[steps[start:start + SLICES_PER_PRODUCT],
-                            images[start:start + SLICES_PER_PRODUCT]]
-        parts.append(transform(chunk.astype(np.float64)))
+        chunk_steps = steps[start:start + SLICES_PER_PRODUCT]
+        chunk_images = images[start:start + SLICES_PER_PRODUCT]
+        chunk = spike_train[chunk_steps, chunk_images].astype(np.float64)
+        totals.add(chunk_steps, chunk_images, chunk, fan_out)
+        parts.append(transform(chunk))
     if not parts:
         return steps, images, np.zeros((0,))
     return steps, images, np.concatenate(parts)
-
-
-def _add_spike_totals(spike_train, spikes_total, net_total):
-    flat = spike_train.reshape(*spike_train.shape[:2], -1)
-    spikes_total += np.count_nonzero(flat, axis=2)
-    net_total += flat.sum(axis=2, dtype=np.int64)
-
-
-def _synaptic_operations_per_step(spike_train, fan_out):
-    """Return (T, N) SOPs of `spike_train` (T, N, H, W, C): each spike times its fan-out."""
-    per_position = np.count_nonzero(spike_train, axis=4)
-    return np.tensordot(per_position, fan_out, axes=([2, 3], [0, 1])).astype(np.int64)
