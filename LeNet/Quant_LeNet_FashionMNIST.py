@@ -22,7 +22,8 @@ def main(argv=None):
     parser = cli.training_parser(__doc__.splitlines()[0], __file__, quantized=True,
                                  default_epochs=100)
     args = parser.parse_args(argv)
-    return training.run(LENET, args, k=args.k)
+    with cli.usage_errors(parser):
+        return training.run(LENET, args, k=args.k)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from ann2snn.architectures import LENET
 def main(argv=None):
     parser = cli.spiking_parser(__doc__.splitlines()[0], __file__)
     args = parser.parse_args(argv)
-    return simulation.run(LENET, args)
+    with cli.usage_errors(parser):
+        return simulation.run(LENET, args)
 
 
 if __name__ == "__main__":

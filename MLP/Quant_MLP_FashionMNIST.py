@@ -22,7 +22,8 @@ def main(argv=None):
     parser = cli.training_parser(__doc__.splitlines()[0], __file__, quantized=True,
                                  default_epochs=150)
     args = parser.parse_args(argv)
-    return training.run(MLP, args, k=args.k)
+    with cli.usage_errors(parser):
+        return training.run(MLP, args, k=args.k)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from ann2snn.architectures import MLP
 def main(argv=None):
     parser = cli.spiking_parser(__doc__.splitlines()[0], __file__)
     args = parser.parse_args(argv)
-    return simulation.run(MLP, args)
+    with cli.usage_errors(parser):
+        return simulation.run(MLP, args)
 
 
 if __name__ == "__main__":

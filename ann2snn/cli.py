@@ -6,9 +6,12 @@ learning rate of 1e-4, batch 200, a checkpoint every epoch, SNN batch 50 and
 """
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 
 # A spiking neuron sends at most one spike per time step, so a level above this
 # needs thousands of time steps per activation unit and is almost surely a typo.
@@ -17,6 +20,10 @@ MAX_K = 8
 
 class UsageError(Exception):
     """Options that parse but do not fit together or with the data; exits with code 2."""
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised by the SIGTERM handler, so that a terminated run unwinds like one stopped by Ctrl+C."""
 
 
 def str2bool(text):
@@ -141,20 +148,52 @@ def setup_logging():
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
 
+@contextlib.contextmanager
+def usage_errors(parser):
+    """Report a UsageError raised inside the block as `parser` reports a bad option.
+
+    argparse prints the usage line and "<prog>: error: <message>" to stderr and exits
+    with code 2.
+    """
+    try:
+        yield
+    except UsageError as error:
+        parser.error(str(error))
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def run_main(main, argv=None):
-    """Run `main(argv)` and turn the project's expected errors into one message and exit code 1."""
+    """Run `main(argv)` and turn the project's expected errors into one message and an exit code.
+
+    UsageError exits with 2, DataError and ModelFileError with 1. SIGINT exits with
+    130 and SIGTERM with 143 (128 + the signal number), after the cleanup of the
+    interrupted write has run.
+    """
     from .data import DataError
     from .model_file import ModelFileError
 
     setup_logging()
+    log = logging.getLogger("ann2snn")
+    # signal.signal works only in the main thread; elsewhere SIGTERM keeps its default action.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         return main(argv)
     except UsageError as error:
-        logging.getLogger("ann2snn").error("error: %s", error)
+        log.error("error: %s", error)
         return 2
     except (DataError, ModelFileError) as error:
-        logging.getLogger("ann2snn").error("error: %s", error)
+        log.error("error: %s", error)
         return 1
-    except KeyboardInterrupt:
-        logging.getLogger("ann2snn").error("interrupted; finished outputs are left as they were")
-        return 130
+    except KeyboardInterrupt as error:
+        signum = signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
+        log.error("interrupted by %s; files written before the interruption are complete "
+                  "and were kept", signum.name)
+        return 128 + signum
+    finally:
+        # signal.signal returns None for a handler that was not installed from Python.
+        if in_main_thread and previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)

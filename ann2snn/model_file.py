@@ -14,15 +14,16 @@ under the key "params". Unpickling can run arbitrary code, so such a file is
 read only when the caller passes `allow_pickle=True`.
 """
 
+import io
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 
-from .architectures import get_architecture
+from .architectures import ARCHITECTURES, get_architecture
+from .logs import write_bytes_atomically
 
 MODEL_FILE_NAME = "model_fashion_mnist.npz"
 FORMAT_VERSION = 1
@@ -52,8 +53,9 @@ class Model:
 def save_model(path, arch, params, metadata):
     """Write `params` (in `arch.param_shapes()` order) and `metadata` to `path` atomically.
 
-    The file is written under a temporary name in the same folder, flushed to
-    disk, then renamed over `path`, so a crash never leaves a half-written model.
+    The npz is built in memory, then written under a temporary name in the same
+    folder, flushed to disk and renamed over `path` (logs.write_bytes_atomically),
+    so a crash never leaves a half-written model under `path`.
     """
     _check_params(arch, params, path)
     arrays = {f"param_{index:02d}": np.asarray(value, dtype=np.float32)
@@ -63,19 +65,11 @@ def save_model(path, arch, params, metadata):
     full_metadata.update(metadata)
     arrays["metadata"] = np.array(json.dumps(full_metadata, sort_keys=True))
 
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".model-", suffix=".npz.tmp", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    write_bytes_atomically(path, buffer.getvalue())
 
 
 def load_model(path, arch=None, k="any", allow_pickle=False):
@@ -90,6 +84,7 @@ def load_model(path, arch=None, k="any", allow_pickle=False):
             f"model file not found: {path}. Train one first with the Quant_ script "
             f"(--mode training), or pass --model_dir with the folder that contains "
             f"{MODEL_FILE_NAME}.")
+    _check_is_zip(path)
     try:
         with np.load(path, allow_pickle=allow_pickle) as archive:
             if "params" in archive.files and "param_00" not in archive.files:
@@ -98,23 +93,59 @@ def load_model(path, arch=None, k="any", allow_pickle=False):
                 model = _read_native_layout(path, archive)
     except ModelFileError:
         raise
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as error:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, TypeError, KeyError) as error:
         raise ModelFileError(
-            f"{path} is not a readable model npz ({error}). Re-create it with the "
-            f"Quant_ script: --resume True --mode inference writes it from the checkpoint."
-        ) from error
+            f"{path} is not a readable model npz ({error}). {_RECREATE_HINT}") from error
 
     _check_request(model, arch, k)
     _check_params(model.architecture, model.params, path)
     return model
 
 
+_RECREATE_HINT = ("Re-create it with the Quant_ script: --resume True --mode inference "
+                  "writes it from the checkpoint.")
+
+
+def _check_is_zip(path):
+    """Raise ModelFileError unless `path` is a complete zip archive, which every npz is."""
+    if zipfile.is_zipfile(path):
+        return
+    with open(path, "rb") as stream:
+        start = stream.read(6)
+    if start.startswith(b"PK\x03\x04"):
+        found = "a zip archive without its central directory, so the file is truncated"
+    elif start == b"\x93NUMPY":
+        found = "a single .npy array"
+    elif not start:
+        found = "an empty file"
+    else:
+        found = f"a file that starts with the bytes {start!r}"
+    raise ModelFileError(
+        f"{path} is not a model npz: found {found}, expected a zip archive written by "
+        f"numpy.savez. {_RECREATE_HINT}")
+
+
 def _read_native_layout(path, archive):
     if "metadata" not in archive.files:
-        raise ModelFileError(f"{path}: no 'metadata' entry; expected a model written by this project")
+        raise ModelFileError(
+            f"{path}: no 'metadata' entry (entries found: {', '.join(archive.files) or 'none'}); "
+            f"expected a model written by this project. {_RECREATE_HINT}")
     metadata = json.loads(str(archive["metadata"]))
+    if not isinstance(metadata, dict):
+        raise ModelFileError(f"{path}: the metadata is not a JSON object. {_RECREATE_HINT}")
+    found_arch = metadata.get("architecture")
+    if found_arch not in ARCHITECTURES:
+        raise ModelFileError(
+            f"{path}: the metadata names architecture {found_arch!r}, expected one of "
+            f"{sorted(ARCHITECTURES)}. {_RECREATE_HINT}")
+    found_k = metadata.get("k")
+    if found_k is not None and (isinstance(found_k, bool) or not isinstance(found_k, int)
+                                or found_k < 0):
+        raise ModelFileError(
+            f"{path}: the metadata has k = {found_k!r}, expected a non-negative integer or "
+            f"null (full precision). {_RECREATE_HINT}")
     names = sorted(name for name in archive.files if name.startswith("param_"))
-    params = [archive[name] for name in names]
+    params = [np.asarray(archive[name], dtype=np.float32) for name in names]
     return Model(params=params, metadata=metadata, path=path)
 
 
@@ -122,10 +153,13 @@ def _read_original_layout(path, archive, arch, allow_pickle):
     if not allow_pickle:
         raise ModelFileError(
             f"{path} stores its parameters as a pickled object array (the layout of the "
-            f"paper's original scripts). Loading a pickle can execute arbitrary code, so it "
-            f"is refused by default. If you trust this file, pass --allow_pickle.")
+            f"paper's original scripts), expected the layout without pickle that this "
+            f"project writes. Loading a pickle can execute arbitrary code, so the file is "
+            f"rejected by default. If you trust this file, pass --allow_pickle.")
     if arch is None:
-        raise ModelFileError(f"{path}: a file in the original layout needs the architecture to be given")
+        raise ModelFileError(
+            f"{path} is in the original layout, which does not record the architecture; "
+            f"pass the expected architecture to load it")
     params = [np.asarray(value, dtype=np.float32) for value in archive["params"]]
     # The original files carry no metadata: the architecture is the one requested,
     # and k is unknown (the caller's --k is trusted).
@@ -137,14 +171,15 @@ def _check_request(model, arch, k):
     found_arch = model.metadata.get("architecture")
     if arch is not None and found_arch != arch.name:
         raise ModelFileError(
-            f"{model.path} holds a {found_arch} model, but a {arch.name} model was expected. "
-            f"Use the {arch.name} folder's model, or run the {found_arch} scripts.")
+            f"{model.path} contains a model of the {found_arch} architecture, but "
+            f"{arch.name} was expected. Pass --model_dir with the folder of a {arch.name} "
+            f"model, or run the {found_arch} scripts.")
     found_k = model.metadata.get("k")
     if k == "any" or found_k == "unknown":
         return
     if k is not None and found_k is None:
         raise ModelFileError(
-            f"{model.path} holds a full-precision model, but a quantized model with k={k} "
+            f"{model.path} contains a full-precision model, but a quantized model with k={k} "
             f"was expected. Spiking conversion needs a model from the Quant_ script.")
     if found_k != k:
         found = "full precision" if found_k is None else f"k={found_k}"
@@ -166,7 +201,8 @@ def _check_params(arch, params, path):
             raise ModelFileError(
                 f"{path}: parameter {name} has shape {tuple(value.shape)}, "
                 f"expected {tuple(shape)} for {arch.name}")
-        if not np.all(np.isfinite(value)):
+        bad_count = int(np.count_nonzero(~np.isfinite(value)))
+        if bad_count:
             raise ModelFileError(
-                f"{path}: parameter {name} contains NaN or Inf values; the training "
-                f"diverged or the file is damaged. Retrain the model.")
+                f"{path}: parameter {name} contains {bad_count} NaN or Inf values, expected "
+                f"finite values; the training diverged or the file is damaged. Retrain the model.")

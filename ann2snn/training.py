@@ -13,6 +13,7 @@ figure scripts read it.
 
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -21,13 +22,16 @@ import numpy as np
 
 from . import logs
 from .cli import UsageError
-from .data import load_fashion_mnist
+from .data import TRAIN_SIZE, VALIDATION_SIZE, load_fashion_mnist
 from .model_file import MODEL_FILE_NAME, ModelFileError, save_model
 
 log = logging.getLogger("ann2snn.training")
 
 CHECKPOINT_PREFIX = "model_fashion_mnist_advanced.ckpt"
 CHECKPOINT_SUFFIXES = (".data-00000-of-00001", ".index", ".meta")
+# TensorFlow's checkpoint state file, which names the checkpoint to restore.
+CHECKPOINT_STATE_NAME = "checkpoint"
+PARTIAL_SUFFIX = ".partial"
 # Marks the full-precision model in the checkpoint's config/k variable.
 FULL_PRECISION_K = -1
 
@@ -111,40 +115,69 @@ def checkpoint_path(model_dir):
     return os.path.join(model_dir, CHECKPOINT_PREFIX)
 
 
-def save_checkpoint(session, graph, model_dir):
-    """Save the variables under the paper's checkpoint names without a window of damage.
+def check_options(args):
+    """Raise UsageError for options that cannot work, before TensorFlow or the data is loaded."""
+    if args.mode == "training":
+        available = TRAIN_SIZE - VALIDATION_SIZE
+        num_train_images = min(args.num_train_images or available, available)
+        if args.batch_size > num_train_images:
+            raise UsageError(
+                f"--batch_size {args.batch_size} is larger than the {num_train_images} "
+                f"training images: no full batch to train on. Use a smaller --batch_size.")
+    if args.resume or args.mode == "inference":
+        state_file = os.path.join(args.model_dir, CHECKPOINT_STATE_NAME)
+        if not os.path.isfile(state_file):
+            raise UsageError(
+                f"{_checkpoint_request(args)} needs a checkpoint, but "
+                f"{os.path.abspath(args.model_dir)} has no checkpoint state file "
+                f"'{CHECKPOINT_STATE_NAME}'. {_NO_CHECKPOINT_HINT}")
+        named = _checkpoint_named_in_state(args.model_dir)
+        if named is not None and not os.path.isfile(named + ".index"):
+            raise UsageError(_missing_checkpoint_message(args))
 
-    The checkpoint is first written under a `.partial` prefix and the `checkpoint`
-    state file pointed at it; only then are its files copied over the final names
-    (each by an atomic rename) and the state pointed back. Whenever the process
-    dies, the state file names a complete checkpoint.
+
+_NO_CHECKPOINT_HINT = ("Pass --model_dir with the folder of a trained checkpoint, or train "
+                       "from scratch with --resume False --mode training.")
+
+
+def _missing_checkpoint_message(args):
+    return (f"{_checkpoint_request(args)} needs a checkpoint, but the checkpoint state file "
+            f"in {os.path.abspath(args.model_dir)} names no checkpoint whose files exist. "
+            f"{_NO_CHECKPOINT_HINT}")
+
+
+def _checkpoint_named_in_state(model_dir):
+    """Return the checkpoint path that the state file names, read without TensorFlow.
+
+    The state file is a text protobuf. Only a plain, unescaped model_checkpoint_path
+    is read here, and anything else returns None, so find_checkpoint checks it later
+    with TensorFlow.
+    """
+    with open(os.path.join(model_dir, CHECKPOINT_STATE_NAME), encoding="utf-8",
+              errors="replace") as stream:
+        match = re.search(r'^model_checkpoint_path: "([^"\\]+)"$', stream.read(), re.MULTILINE)
+    if match is None:
+        return None
+    return os.path.join(model_dir, match.group(1))
+
+
+def _checkpoint_request(args):
+    return "--mode inference" if args.mode == "inference" else "--resume True"
+
+
+def find_checkpoint(args, k):
+    """Return the path of the newest complete checkpoint in --model_dir, checked against `k`.
+
+    Raises UsageError when there is none and ModelFileError when it is unreadable or
+    was trained at another quantization level.
     """
     tf = _import_tensorflow()
     tf1 = tf.compat.v1
-    final = checkpoint_path(model_dir)
-    partial = final + ".partial"
-    graph.saver.save(session, partial, write_meta_graph=True, write_state=False)
-    tf1.train.update_checkpoint_state(model_dir, os.path.basename(partial),
-                                      all_model_checkpoint_paths=[os.path.basename(partial)])
-    for suffix in CHECKPOINT_SUFFIXES:
-        shutil.copyfile(partial + suffix, final + suffix + ".tmp")
-        os.replace(final + suffix + ".tmp", final + suffix)
-    tf1.train.update_checkpoint_state(model_dir, os.path.basename(final),
-                                      all_model_checkpoint_paths=[os.path.basename(final)])
-    for suffix in CHECKPOINT_SUFFIXES:
-        os.remove(partial + suffix)
-
-
-def restore_checkpoint(session, graph, model_dir, k):
-    """Restore the newest complete checkpoint in `model_dir`; return the epochs it finished."""
-    tf = _import_tensorflow()
-    tf1 = tf.compat.v1
-    path = tf1.train.latest_checkpoint(model_dir)
-    if path is None:
-        raise ModelFileError(
-            f"no checkpoint found in {os.path.abspath(model_dir)}: train first with "
-            f"--resume False --mode training, or pass --model_dir with the folder of "
-            f"{CHECKPOINT_PREFIX}")
+    # tf1.train.latest_checkpoint would do, but it logs its own error when the files are missing.
+    state = tf1.train.get_checkpoint_state(args.model_dir)
+    path = state.model_checkpoint_path if state is not None else None
+    if path is None or not os.path.isfile(path + ".index"):
+        raise UsageError(_missing_checkpoint_message(args))
     try:
         reader = tf1.train.load_checkpoint(path)
         found_k = int(reader.get_tensor("config/k"))
@@ -160,6 +193,84 @@ def restore_checkpoint(session, graph, model_dir, k):
         raise ModelFileError(
             f"checkpoint {path} was trained with {describe(found_k)}, but "
             f"{describe(expected_k)} was requested. Pass the matching --k or another --model_dir.")
+    return path
+
+
+def _copy_durably(source, target):
+    """Copy `source` over `target` through `target`.tmp, flushed to disk, then renamed."""
+    temporary = target + ".tmp"
+    try:
+        with open(source, "rb") as input_stream, open(temporary, "wb") as output_stream:
+            shutil.copyfileobj(input_stream, output_stream, 1 << 20)
+            output_stream.flush()
+            os.fsync(output_stream.fileno())
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    os.replace(temporary, target)
+
+
+def _point_state_at(model_dir, path):
+    tf1 = _import_tensorflow().compat.v1
+    name = os.path.basename(path)
+    tf1.train.update_checkpoint_state(model_dir, name, all_model_checkpoint_paths=[name])
+
+
+def _promote_partial_checkpoint(model_dir):
+    """Copy the complete `.partial` checkpoint over the final names and point the state there."""
+    final = checkpoint_path(model_dir)
+    partial = final + PARTIAL_SUFFIX
+    for suffix in CHECKPOINT_SUFFIXES:
+        _copy_durably(partial + suffix, final + suffix)
+    # The renames must reach the disk before the state file names the final checkpoint.
+    logs._fsync_dir(model_dir)
+    _point_state_at(model_dir, final)
+    for suffix in CHECKPOINT_SUFFIXES:
+        os.remove(partial + suffix)
+
+
+def _finish_interrupted_save(model_dir):
+    """Finish a save that stopped while the state file named the `.partial` checkpoint.
+
+    The next save rewrites the `.partial` files, so the state file must name the
+    final checkpoint again before that, or a crash during the rewrite would leave
+    no complete checkpoint.
+    """
+    tf1 = _import_tensorflow().compat.v1
+    state = tf1.train.get_checkpoint_state(model_dir)
+    partial = checkpoint_path(model_dir) + PARTIAL_SUFFIX
+    if state is None or os.path.basename(state.model_checkpoint_path) != os.path.basename(partial):
+        return
+    if not all(os.path.isfile(partial + suffix) for suffix in CHECKPOINT_SUFFIXES):
+        # NOTE: the state names a checkpoint whose files were deleted by hand. Nothing
+        # complete is left to promote, so the save goes ahead without this repair.
+        log.warning("checkpoint state names %s, but its files are missing", partial)
+        return
+    log.info("finishing the interrupted save of %s", checkpoint_path(model_dir))
+    _promote_partial_checkpoint(model_dir)
+
+
+def save_checkpoint(session, graph, model_dir):
+    """Save the variables as model_fashion_mnist_advanced.ckpt without a window of damage.
+
+    The checkpoint is first written under a `.partial` prefix and the `checkpoint`
+    state file pointed at it. Only then are its files copied over the final names
+    (each through a temporary file and an atomic rename) and the state pointed back.
+    Whenever the process dies, the state file names a complete checkpoint. A save
+    that died while the state named the `.partial` checkpoint is finished first,
+    because the `.partial` files are about to be rewritten.
+    """
+    _finish_interrupted_save(model_dir)
+    partial = checkpoint_path(model_dir) + PARTIAL_SUFFIX
+    graph.saver.save(session, partial, write_meta_graph=True, write_state=False)
+    _point_state_at(model_dir, partial)
+    _promote_partial_checkpoint(model_dir)
+
+
+def restore_checkpoint(session, graph, path):
+    """Restore the checkpoint at `path` (from find_checkpoint); return the epochs it finished."""
+    tf = _import_tensorflow()
     try:
         graph.saver.restore(session, path)
     except tf.errors.OpError as error:
@@ -170,13 +281,48 @@ def restore_checkpoint(session, graph, model_dir, k):
     return int(session.run(graph.epoch))
 
 
+def train_epochs(session, graph, args, finished_epochs, train_set, validation_set):
+    """Train from epoch `finished_epochs` to --n_epoch, saving a checkpoint after each.
+
+    Returns the number of finished epochs. On KeyboardInterrupt (Ctrl+C or SIGTERM,
+    see cli.run_main) it logs where training stopped and re-raises.
+    """
+    saving = False
+    try:
+        for epoch in range(finished_epochs, args.n_epoch):
+            start = time.time()
+            train_loss, train_acc = train_epoch(
+                session, graph, *train_set, args.batch_size, args.seed, epoch)
+            val_loss, val_acc = evaluate(session, graph, *validation_set, args.batch_size)
+            session.run(graph.set_epoch, feed_dict={graph.next_epoch: epoch + 1})
+            saving = True
+            save_checkpoint(session, graph, args.model_dir)
+            saving = False
+            finished_epochs = epoch + 1
+            log.info("epoch %d/%d  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  %.1f s",
+                     epoch + 1, args.n_epoch, train_loss, 100 * train_acc,
+                     val_loss, 100 * val_acc, time.time() - start)
+    except KeyboardInterrupt:
+        log.info("training stopped %s epoch %d of %d; the checkpoint in %s keeps the last "
+                 "saved epoch, and --resume True continues from it",
+                 "while saving" if saving else "in", finished_epochs + 1, args.n_epoch,
+                 os.path.abspath(args.model_dir))
+        raise
+    return finished_epochs
+
+
 def run(arch, args, k):
     """Train or evaluate `arch` at quantization level `k` (None: full precision), as `args` say."""
+    check_options(args)
     tf = _import_tensorflow()
     from . import tf_model
     tf1 = tf.compat.v1
     tf1.disable_eager_execution()
     tf1.reset_default_graph()
+
+    checkpoint = None
+    if args.resume or args.mode == "inference":
+        checkpoint = find_checkpoint(args, k)
 
     data = load_fashion_mnist(args.data_dir)
     x_train, y_train = data.x_train[:args.num_train_images], data.y_train[:args.num_train_images]
@@ -193,22 +339,13 @@ def run(arch, args, k):
     with tf1.Session() as session:
         session.run(tf1.global_variables_initializer())
         finished_epochs = 0
-        if args.resume or args.mode == "inference":
-            finished_epochs = restore_checkpoint(session, graph, args.model_dir, k)
-            log.info("restored %s after epoch %d", checkpoint_path(args.model_dir), finished_epochs)
+        if checkpoint is not None:
+            finished_epochs = restore_checkpoint(session, graph, checkpoint)
+            log.info("restored %s after epoch %d", checkpoint, finished_epochs)
 
         if args.mode == "training":
-            for epoch in range(finished_epochs, args.n_epoch):
-                start = time.time()
-                train_loss, train_acc = train_epoch(
-                    session, graph, x_train, y_train, args.batch_size, args.seed, epoch)
-                val_loss, val_acc = evaluate(session, graph, x_val, y_val, args.batch_size)
-                session.run(graph.set_epoch, feed_dict={graph.next_epoch: epoch + 1})
-                save_checkpoint(session, graph, args.model_dir)
-                finished_epochs = epoch + 1
-                log.info("epoch %d/%d  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  %.1f s",
-                         epoch + 1, args.n_epoch, train_loss, 100 * train_acc,
-                         val_loss, 100 * val_acc, time.time() - start)
+            finished_epochs = train_epochs(session, graph, args, finished_epochs,
+                                           (x_train, y_train), (x_val, y_val))
 
         test_loss, test_acc = evaluate(session, graph, x_test, y_test, args.batch_size)
         params = session.run(graph.parameters)
