@@ -58,17 +58,29 @@ class SimulationResult:
     mismatches: list = field(default_factory=list)
 
 
+def default_engine():
+    """Return "events" when Numba can be imported, else "layers"."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return "layers"
+    return "events"
+
+
 def simulate(model, images, labels, time_steps, batch_size, verify=False, progress=True,
-             stepwise=False, compare_with_ann=True):
+             stepwise=False, compare_with_ann=True, engine=None):
     """Simulate the spiking network of `model` on `images` for `time_steps` steps per batch.
+
+    `engine` picks the implementation, all with the same results: "events"
+    (spike by spike, compiled with Numba; the default when Numba is installed),
+    "layers" (each layer's whole spike train in NumPy matrix products) or
+    "steps" (the whole network one time step at a time, the plainest code).
 
     `compare_with_ann` also runs the NumPy quantized ANN on every batch, for its
     accuracy and the step from which the predictions agree; `verify` (which
     needs it) compares every neuron's final net spike count with it.
 
-    `stepwise=True` advances the whole network one time step at a time
-    (SpikingNetwork.step) instead of layer by layer (SpikingNetwork.run); both
-    give the same logs, and the tests check that they do.
+    `stepwise=True` is the same as engine="steps".
     """
     arch = model.architecture
     epsilon = model.metadata.get("bn_epsilon", DEFAULT_BN_EPSILON)
@@ -78,6 +90,9 @@ def simulate(model, images, labels, time_steps, batch_size, verify=False, progre
     last_disagreement = np.full(len(images), -1)
     last_spike_step = np.full(num_batches, -1)
     batch_sizes, ann_correct = [], 0
+    engine = "steps" if stepwise else (engine or default_engine())
+    if engine not in ("events", "layers", "steps"):
+        raise ValueError(f"unknown engine {engine!r}: use events, layers or steps")
     if verify and not compare_with_ann:
         raise ValueError("verify=True needs compare_with_ann=True")
     mismatch_counts = {layer.name: 0 for layer in arch.hidden}
@@ -94,7 +109,7 @@ def simulate(model, images, labels, time_steps, batch_size, verify=False, progre
             ann_predictions = np.argmax(ann_logits, axis=1)
             ann_correct += int(np.sum(ann_predictions == y_batch))
 
-        trace = _run_batch(network, x_batch, time_steps, stepwise)
+        trace = _run_batch(network, x_batch, time_steps, engine)
         predictions = trace.predictions
         records["accuracy"][batch] = np.sum(predictions == y_batch, axis=1)
         records["spike_num"][batch] = np.cumsum(trace.spikes.sum(axis=1))
@@ -119,9 +134,11 @@ def simulate(model, images, labels, time_steps, batch_size, verify=False, progre
                             last_spike_step, mismatch_counts if verify else {}, mismatches)
 
 
-def _run_batch(network, images, time_steps, stepwise):
-    """Return the Trace of `images`, from SpikingNetwork.run or step by step."""
-    if not stepwise:
+def _run_batch(network, images, time_steps, engine):
+    """Return the Trace of `images` from the chosen engine."""
+    if engine == "events":
+        return network.run_events(images, time_steps)
+    if engine == "layers":
         return network.run(images, time_steps)
     network.reset(len(images))
     columns = {name: np.zeros((time_steps, len(images)), dtype=np.int64)

@@ -154,9 +154,10 @@ def row_image(pixels):
     return np.asarray(pixels, dtype=np.float64).reshape(1, 1, len(pixels), 1)
 
 
-# The two ways SpikingNetwork can run: `step` (one time step of every layer at a
-# time) and `run` (each layer's whole spike train at once, simulate()'s default).
-PATHS = ("step", "layer-by-layer")
+# The three ways SpikingNetwork can run: `step` (one time step of every layer at a
+# time), `run` (each layer's whole spike train at once) and `run_events` (spike by
+# spike, compiled with Numba; simulate()'s default).
+PATHS = ("step", "layer-by-layer", "events")
 
 
 def snn_final_counts(arch, params, k, images, time_steps, path):
@@ -166,7 +167,10 @@ def snn_final_counts(arch, params, k, images, time_steps, path):
         spiked_last = any(not np.array_equal(last, before)
                           for last, before in zip(history[-1], history[-2]))
         return network.spike_counts(), spiked_last
-    trace = run_layer_by_layer(arch, params, k, images, time_steps)
+    if path == "events":
+        trace = SpikingNetwork(arch, params, k, EPSILON).run_events(images, time_steps)
+    else:
+        trace = run_layer_by_layer(arch, params, k, images, time_steps)
     return trace.final_counts, bool(trace.spikes[-1].any())
 
 
@@ -637,18 +641,18 @@ def test_batch_size_leaves_disagreement_steps_unchanged(runs_by_batch_size):
                                       err_msg=f"batch size {batch_size}")
 
 
-def test_stepwise_simulation_gives_same_logs(lenet_model, fashion_mnist_images,
-                                             runs_by_batch_size):
+@pytest.mark.parametrize("engine", ["steps", "layers"])
+def test_engines_give_same_logs(engine, lenet_model, fashion_mnist_images, runs_by_batch_size):
     images, labels = fashion_mnist_images
-    stepwise = simulate(lenet_model, images, labels, LENET_TIME_STEPS, 50, verify=True,
-                        progress=False, stepwise=True)
-    layer_by_layer = runs_by_batch_size[50]
+    other = simulate(lenet_model, images, labels, LENET_TIME_STEPS, 50, verify=True,
+                     progress=False, engine=engine)
+    events = runs_by_batch_size[50]
 
     for name in logs.LOG_NAMES:
-        np.testing.assert_array_equal(stepwise.logs[name], layer_by_layer.logs[name], err_msg=name)
-    np.testing.assert_array_equal(stepwise.last_disagreement, layer_by_layer.last_disagreement)
-    np.testing.assert_array_equal(stepwise.last_spike_step, layer_by_layer.last_spike_step)
-    assert stepwise.mismatch_counts == layer_by_layer.mismatch_counts
+        np.testing.assert_array_equal(other.logs[name], events.logs[name], err_msg=name)
+    np.testing.assert_array_equal(other.last_disagreement, events.last_disagreement)
+    np.testing.assert_array_equal(other.last_spike_step, events.last_spike_step)
+    assert other.mismatch_counts == events.mismatch_counts
 
 
 def test_verify_finds_no_mismatch_when_settled(runs_by_batch_size):
