@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SYSTEM_DATA := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data demo test reproduce clean-demo
+.PHONY: setup data quick demo test reproduce clean-demo
 
 setup: $(VENV)/.installed data
 
@@ -27,6 +27,18 @@ data:
 	         "or the scripts will try TensorLayer's download"; \
 	  fi; \
 	fi
+
+# No training: convert the shipped MLP models (k = 0, 1, 2), simulate the full
+# test set with --verify, and draw the three figures.
+QUICK := demo/quick/MLP/figs
+quick: setup
+	mkdir -p $(QUICK) && cp MLP/figs/ann_accuracy.json $(QUICK)/
+	cd MLP && for k in 0 1 2; do \
+	    ../$(PY) Spiking_MLP_FashionMNIST.py --k $$k --time_steps 40 --verify \
+	        --data_dir ../data --model_dir ../pretrained/MLP/k$$k --figs_dir ../$(QUICK) || exit 1; done
+	cd MLP && for figure in accuracy_speed sops sparsity; do \
+	    ../$(PY) figs/$$figure.py --figs_dir ../$(QUICK) || exit 1; done
+	@echo "figures: $$(ls $(QUICK)/*.png | tr '\n' ' ')"
 
 # A short end-to-end run on the real data: train the quantized MLP (k=1) for 5
 # epochs, convert it, simulate the full test set and draw the three figures.

@@ -70,16 +70,30 @@ def run_logged(command, cwd, log_path):
         return subprocess.call(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
 
 
-def train(arch, key, epochs, seed, data_dir):
+def relative_to_arch_folder(path):
+    """Return `path` relative to an architecture folder if it lies inside the repository."""
+    absolute = os.path.abspath(path)
+    if absolute.startswith(REPO_ROOT + os.sep):
+        return os.path.relpath(absolute, os.path.join(REPO_ROOT, "MLP"))
+    return absolute
+
+
+def training_command(arch, key, epochs, seed, data_dir, resume):
     folder = model_dir(arch, key)
-    os.makedirs(folder, exist_ok=True)
     script = f"FP32_{arch}_FashionMNIST.py" if key == "fp32" else f"Quant_{arch}_FashionMNIST.py"
-    resume = os.path.exists(os.path.join(folder, "checkpoint"))
     command = [sys.executable, script, "--resume", str(resume), "--mode", "training",
                "--n_epoch", str(epochs), "--seed", str(seed), "--data_dir", data_dir,
                "--model_dir", os.path.relpath(folder, os.path.join(REPO_ROOT, arch))]
     if key != "fp32":
         command[2:2] = ["--k", key[1:]]
+    return command
+
+
+def train(arch, key, epochs, seed, data_dir):
+    folder = model_dir(arch, key)
+    os.makedirs(folder, exist_ok=True)
+    resume = os.path.exists(os.path.join(folder, "checkpoint"))
+    command = training_command(arch, key, epochs, seed, data_dir, resume)
     code = run_logged(command, os.path.join(REPO_ROOT, arch), os.path.join(folder, "training.log"))
     if code != 0:
         raise SystemExit(f"training {arch} {key} failed with exit code {code}; "
@@ -143,10 +157,22 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     parser.add_argument("--data_dir", default=os.path.join(REPO_ROOT, "data"),
                         help="Fashion-MNIST folder (default: data/ in the repository)")
+    parser.add_argument("--manifest_only", action="store_true",
+                        help="only rewrite pretrained/manifest.json from the finished models")
     parser.add_argument("--skip_spiking", action="store_true",
                         help="train only; no simulation or figures")
     args = parser.parse_args(argv)
     architectures = args.only or ["MLP", "LeNet"]
+    # Commands run from <repo>/<arch>, so a data folder inside the repository is
+    # passed relative to it and the manifest's commands work in any clone.
+    args.data_dir = relative_to_arch_folder(args.data_dir)
+    if args.manifest_only:
+        for arch in architectures:
+            for key in args.keys:
+                if is_finished(arch, key, EPOCHS[arch]):
+                    update_manifest(arch, key, training_command(arch, key, EPOCHS[arch],
+                                                                args.seed, args.data_dir, False))
+        return 0
 
     for arch in architectures:
         for key in args.keys:
