@@ -137,6 +137,11 @@ def spiking_parser(description, script_path):
     parser.add_argument("--verify", action="store_true",
                         help="also compute the quantized ANN in NumPy and check that every "
                              "neuron's net spike count equals its activation; exit 1 on a mismatch")
+    parser.add_argument("--engine", choices=("events", "layers", "steps"), default=None,
+                        help="simulator implementation, all with identical results: events "
+                             "(spike by spike, compiled with Numba), layers (NumPy, one layer's "
+                             "spike train at a time) or steps (NumPy, the whole network one time "
+                             "step at a time) (default: events if Numba is installed, else layers)")
     parser.add_argument("--allow_pickle", action="store_true",
                         help="accept an npz in the paper's original layout, which stores the "
                              "parameters as a pickle; only for files you trust")

@@ -226,7 +226,8 @@ def run(arch, args):
     x_test, y_test = load_test_set(args.data_dir)
     x_test, y_test = x_test[:args.num_images], y_test[:args.num_images]
 
-    result = simulate(model, x_test, y_test, args.time_steps, args.batch_size, verify=args.verify)
+    result = simulate(model, x_test, y_test, args.time_steps, args.batch_size, verify=args.verify,
+                      engine=args.engine)
     summary = summarize(result, model, args.time_steps, args.batch_size)
     summary["command"] = " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])
     run_dir = os.path.join(args.figs_dir, f"k{args.k}")
