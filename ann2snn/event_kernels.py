@@ -8,10 +8,8 @@ to the dense convolutions. Images run in parallel over the CPU cores.
 
 `simulate_images` returns the same per-step predictions, spikes, net spikes and
 SOPs as SpikingNetwork.run and .step; the tests compare the three.
-NOTE: membranes add the weights in another order than the matrix products of
-the NumPy paths. Sums of float32 weights times small integers are exact in
-float64 unless one neuron's weights span more than about 20 binary orders of
-magnitude, so the results agree; `--verify` checks every neuron.
+The additions happen in another order than in the NumPy engines' matrix
+products; with snapped weights every sum is exact, so the results are equal.
 """
 
 import numpy as np
@@ -79,15 +77,12 @@ def _deliver(spikes, num_spikes, weights, stride, membrane, dirty):
                 dx = column - out_column * stride
                 dirty[out_row, out_column] = True
                 sops += out_channels
-                # float32 -> float64 is exact, and halves the weight traffic.
                 if sign > 0:
                     for out_channel in range(out_channels):
-                        membrane[out_row, out_column, out_channel] += np.float64(
-                            weights[dy, dx, channel, out_channel])
+                        membrane[out_row, out_column, out_channel] += weights[dy, dx, channel, out_channel]
                 else:
                     for out_channel in range(out_channels):
-                        membrane[out_row, out_column, out_channel] -= np.float64(
-                            weights[dy, dx, channel, out_channel])
+                        membrane[out_row, out_column, out_channel] -= weights[dy, dx, channel, out_channel]
     return sops
 
 
@@ -98,7 +93,7 @@ def simulate_images(first_targets, weights, strides, offsets, thresholds, output
     """Simulate every image of `first_targets` (N, H, W, C) for `time_steps` steps.
 
     `first_targets` are the first layer's final counts (its membrane is fixed after
-    step 0). `weights` (float32, signed), `offsets`, `thresholds` are typed lists
+    step 0). `weights` (signed, snapped), `offsets`, `thresholds` are typed lists
     for the later hidden layers; `output_shapes` (L, 3) gives every hidden layer's
     output shape, the first included. Results go into `predictions`, `spikes_total`,
     `net_total`, `sops_total` (T, N) and `final_counts` (a list of (N, H, W, C)).

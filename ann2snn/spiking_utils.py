@@ -23,10 +23,9 @@ Contract: once the inputs of a neuron stop changing, its net spike count
 reaches the ANN's n after at most |n - count| more time steps, and then stays.
 The NumPy ANN of `quantized_ann` applies the same `target_counts` to the same
 float64 membranes, so the two agree exactly when both membranes are equal.
-NOTE: the membrane adds one float64 convolution of the spikes per time step,
-while the ANN makes one convolution of the final counts. The two sums are
-exact, hence equal, unless the weights span more than about 20 binary orders
-of magnitude within one neuron's inputs; `--verify` checks every neuron.
+The membranes are sums of snapped weights (see `snap_weights`) times integer
+counts, which float64 represents exactly, so the order of the additions (per
+time step, per layer or per spike) changes nothing.
 
 The output layer does not spike: its potential is W_out times the net spike
 counts of the last hidden layer, and the prediction is its argmax.
@@ -68,11 +67,11 @@ class NeuronParameters:
         return cls(sign=sign, threshold=threshold, offset=offset)
 
     def signed(self, weights):
-        """Return `weights` (..., channels) times sign(gamma) per output channel, in float64.
+        """Return snap_weights(`weights`) times sign(gamma) per output channel, in float64.
 
         Flipping a sign is exact, so the signed membrane is exactly sign * 2^k * z.
         """
-        return np.asarray(weights, dtype=np.float64) * self.sign
+        return snap_weights(weights) * self.sign
 
     def target_counts(self, signed_membrane):
         """Return the net spike count each neuron's membrane calls for (float64, integer values).
@@ -85,6 +84,30 @@ class NeuronParameters:
         np.floor(counts, out=counts)
         np.maximum(counts, 0.0, out=counts)
         return counts
+
+
+# Binary digits kept below the largest weight of each output channel (snap_weights).
+WEIGHT_GRID_BITS = 28
+
+
+def snap_weights(weights):
+    """Round each output channel's weights (last axis) to a multiple of 2^(e - 28).
+
+    e is the binary exponent of the channel's largest |weight|, so every weight
+    becomes an integer below 2^28 times the channel's step. A membrane is then
+    an integer number of steps (the inputs are integer counts, or pixels that
+    are multiples of 1/256), below 2^53 while the inputs' absolute sum stays
+    below 2^24 counts (or 2^16 in first-layer units). Every float64 sum is
+    exact, so the result does not depend on the order of the additions: the
+    engines, the batch size and the NumPy ANN all agree exactly. The change of
+    a weight is at most 2^-28 of the channel's largest, below float32's own
+    resolution of 2^-24.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    largest = np.abs(weights.reshape(-1, weights.shape[-1])).max(axis=0)
+    _, exponent = np.frexp(largest)
+    step = np.ldexp(1.0, exponent - WEIGHT_GRID_BITS)
+    return np.round(weights / step) * step
 
 
 def conv2d_valid(inputs, weights, stride=1):
@@ -193,7 +216,7 @@ class SpikingOutput:
     """The dense output layer: integrates spikes into a potential, never spikes."""
 
     def __init__(self, weights):
-        self.weights = np.asarray(weights, dtype=np.float64)
+        self.weights = snap_weights(weights)
         self.input_fan_out = self.weights.shape[1]
         self.potential = None
 
@@ -302,9 +325,8 @@ class SpikingNetwork:
         first_targets = np.ascontiguousarray(first.neurons.target_counts(membrane))
         later = self.layers[1:]
         # Numba needs a typed list with at least one element to know its type.
-        # The signed weights are float32 values (from the npz), so float32 copies are exact.
-        weights = List([np.ascontiguousarray(layer.weights, dtype=np.float32) for layer in later]
-                       or [np.zeros((1, 1, 1, 1), dtype=np.float32)])
+        weights = List([np.ascontiguousarray(layer.weights) for layer in later]
+                       or [np.zeros((1, 1, 1, 1))])
         offsets = List([np.ascontiguousarray(layer.neurons.offset) for layer in later]
                        or [np.zeros(1)])
         thresholds = List([np.ascontiguousarray(layer.neurons.threshold) for layer in later]

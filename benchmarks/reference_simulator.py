@@ -10,7 +10,8 @@ with no shortcuts:
 - every layer and the output layer are recomputed at every time step, also when
   their input contains no spike.
 
-It shares only the model file and the architecture's shapes with the project.
+It shares only the model file, the architecture's shapes and the weight
+snapping (`snap_weights`, which defines the network's weights) with the project.
 The neuron parameters, the convolution, the spike rule, the fan-out of the
 synaptic operation (SOP) count and the logs are all computed here. The neuron
 parameters follow the formulas of the `spiking_utils` docstring, in the operation
@@ -21,6 +22,8 @@ write identical logs.
 """
 
 import numpy as np
+
+from ann2snn.spiking_utils import snap_weights
 
 # The batch-norm epsilon that `simulation.simulate` assumes when the model's metadata has none.
 DEFAULT_BN_EPSILON = 1e-5
@@ -84,7 +87,8 @@ class ReferenceLayer:
     def __init__(self, weights, stride, neurons, input_shape):
         kernel_size, _, in_channels, out_channels = np.shape(weights)
         self.indices = im2col_indices(input_shape, kernel_size, stride)
-        self.weight_matrix = np.asarray(weights, dtype=np.float64).reshape(
+        # The same snapped weights as the project's neurons (exact float64 sums).
+        self.weight_matrix = snap_weights(weights).reshape(
             kernel_size * kernel_size * in_channels, out_channels)
         self.neurons = neurons
         self.num_positions = len(self.indices)
@@ -130,7 +134,7 @@ class ReferenceNetwork:
             weights, beta, gamma, mean, variance = params[5 * index:5 * index + 5]
             neurons = ReferenceNeurons(beta, gamma, mean, variance, epsilon, self.k)
             self.layers.append(ReferenceLayer(weights, layer.stride, neurons, input_shape))
-        self.output_weights = np.asarray(params[-1], dtype=np.float64)
+        self.output_weights = snap_weights(params[-1])
         self.output_fan_out = self.output_weights.shape[1]
         self.potential = None
 

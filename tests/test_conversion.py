@@ -28,7 +28,7 @@ from ann2snn.architectures import LENET, Architecture, ConvLayer
 from ann2snn.model_file import load_model, save_model
 from ann2snn.simulation import (
     MAX_REPORTED_MISMATCHES, Mismatch, SimulationResult, first_stable_step, simulate, summarize)
-from ann2snn.spiking_utils import SpikingNetwork
+from ann2snn.spiking_utils import SpikingNetwork, snap_weights
 
 try:
     from threadpoolctl import threadpool_limits
@@ -865,3 +865,45 @@ def test_ann_agreement_step(tmp_path, last_disagreement, expected):
 ])
 def test_settled_step(tmp_path, last_spike_step, expected):
     assert hand_summary(tmp_path, last_spike_step=last_spike_step)["settled_step"] == expected
+
+
+# ---------------------------------------------------------------------------
+# Snapped weights make every membrane sum exact
+# ---------------------------------------------------------------------------
+
+def test_snap_keeps_dyadic_weights():
+    weights = np.array([[0.5, -0.25], [0.125, 1.0], [-3.0, 0.0]], dtype=np.float32)
+    np.testing.assert_array_equal(snap_weights(weights), weights)
+
+
+def test_snap_changes_weights_below_float32_resolution():
+    rng = np.random.default_rng(3)
+    weights = (rng.standard_normal((5, 5, 32, 64)) * 10.0 ** rng.uniform(-9, 0, (5, 5, 32, 64)))
+    weights = weights.astype(np.float32)
+    snapped = snap_weights(weights)
+    largest = np.abs(weights.reshape(-1, 64)).max(axis=0)
+    assert np.all(np.abs(snapped - weights) <= largest * 2.0 ** -28)
+
+
+def test_snapped_sums_ignore_addition_order():
+    # Weights spanning nine decades: plain float64 sums round, and their order matters.
+    rng = np.random.default_rng(4)
+    weights = (rng.standard_normal((1600, 8)) * 10.0 ** rng.uniform(-9, 0, (1600, 8)))
+    weights = weights.astype(np.float32).astype(np.float64)
+    counts = rng.integers(-40, 41, (1600, 1)).astype(np.float64)
+    order = rng.permutation(1600)
+
+    def sums(matrix):
+        forward = np.zeros(8)
+        for row in range(1600):
+            forward += matrix[row] * counts[row]
+        shuffled = np.zeros(8)
+        for row in order:
+            shuffled += matrix[row] * counts[row]
+        return forward, shuffled, (counts.T @ matrix)[0]
+
+    plain = sums(weights)
+    assert not (np.array_equal(plain[0], plain[1]) and np.array_equal(plain[0], plain[2]))
+    forward, shuffled, product = sums(snap_weights(weights))
+    np.testing.assert_array_equal(forward, shuffled)
+    np.testing.assert_array_equal(forward, product)
