@@ -214,7 +214,11 @@ def _copy_durably(source, target):
 def _point_state_at(model_dir, path):
     tf1 = _import_tensorflow().compat.v1
     name = os.path.basename(path)
-    tf1.train.update_checkpoint_state(model_dir, name, all_model_checkpoint_paths=[name])
+    # With a relative folder, TensorFlow 2.21 rewrites a relative name as if it were
+    # relative to the working directory; with an absolute one it stores the name as
+    # given, which it later resolves inside the folder.
+    tf1.train.update_checkpoint_state(os.path.abspath(model_dir), name,
+                                      all_model_checkpoint_paths=[name])
 
 
 def _promote_partial_checkpoint(model_dir):

@@ -164,6 +164,23 @@ def test_resume_training_continues_epoch_count(tmp_path):
     assert load_model(str(tmp_path / "model" / MODEL_FILE_NAME)).metadata["epochs"] == 2
 
 
+def test_resume_with_relative_model_dir(tmp_path):
+    """A --model_dir relative to a working folder elsewhere resumes, as reproduce.py runs it."""
+    work = tmp_path / "work"
+    work.mkdir()
+    common = ["--k", 0, "--mode", "training", "--num_train_images", 400,
+              "--num_eval_images", 100, "--data_dir", "../data", "--model_dir", "../model",
+              "--figs_dir", "../figs"]
+    run_script("MLP", "Quant_MLP_FashionMNIST.py", "--resume", "False", "--n_epoch", 1,
+               *common, cwd=work)
+    state = (tmp_path / "model" / "checkpoint").read_text()
+    assert 'model_checkpoint_path: "model_fashion_mnist_advanced.ckpt"' in state
+    result = run_script("MLP", "Quant_MLP_FashionMNIST.py", "--resume", "True", "--n_epoch", 2,
+                        *common, cwd=work)
+    epochs = [line.split()[1] for line in result.stderr.splitlines() if line.startswith("epoch ")]
+    assert epochs == ["2/2"]
+
+
 @pytest.mark.parametrize("fixture", ["mlp_run", "lenet_run"])
 def test_spiking_counts_equal_quantized_ann(fixture, request):
     _, _, spiking = request.getfixturevalue(fixture)
