@@ -98,10 +98,16 @@ def _entry_accuracy(ann_accuracy, key):
 
 
 def quantized_ann_accuracy(run, ann_accuracy):
-    """Return the quantized ANN's accuracy of the run's k: summary first, then ann_accuracy.json."""
-    value = run.summary.get("ann_accuracy")
-    if value is not None:
-        return float(value)
+    """Return the quantized ANN's accuracy on the run's images, or else its recorded one.
+
+    Order: the NumPy ANN's accuracy on exactly the simulated images (summary's
+    numpy_ann_accuracy), then the accuracy stored in the model file, then
+    ann_accuracy.json. The last two may come from another number of images.
+    """
+    for key in ("numpy_ann_accuracy", "ann_accuracy"):
+        value = run.summary.get(key)
+        if value is not None:
+            return float(value)
     return _entry_accuracy(ann_accuracy, f"k{run.k}")
 
 

@@ -244,7 +244,14 @@ def _report(summary, result, run_dir, verify):
         return "n/a" if value is None else f"{100 * value:.2f}%"
 
     def step(value):
-        return f"step {value}" if value is not None else f"not within {summary['time_steps']} steps"
+        if value is None:
+            return f"no step of the {summary['time_steps']}"
+        return f"step {value}"
+
+    recorded_images = summary.get("ann_accuracy_images")
+    recorded = percent(summary["ann_accuracy"])
+    if recorded_images is not None:
+        recorded += f" on {recorded_images} images"
 
     if verify:
         for layer, count in result.mismatch_counts.items():
@@ -258,10 +265,11 @@ def _report(summary, result, run_dir, verify):
                       "settled. Run again with more --time_steps.")
 
     print(f"{summary['architecture']} k={summary['k']}: SNN accuracy "
-          f"{percent(summary['snn_accuracy'])} after {summary['time_steps']} time steps "
+          f"{percent(summary['snn_accuracy'])} after {summary['time_steps']} time "
+          f"step{'' if summary['time_steps'] == 1 else 's'} "
           f"(NumPy ANN {percent(summary['numpy_ann_accuracy'])} on the same "
-          f"{summary['num_images']} images; ANN recorded at training "
-          f"{percent(summary['ann_accuracy'])}); accuracy final from "
+          f"{summary['num_images']} images; TensorFlow ANN recorded in the model file "
+          f"{recorded}); accuracy final from "
           f"{step(summary['stable_accuracy_step'])}, predictions equal the ANN's from "
           f"{step(summary['ann_agreement_step'])}, spikes settled from "
           f"{step(summary['settled_step'])}; {summary['spikes_per_image']:.0f} spikes and "

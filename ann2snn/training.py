@@ -374,6 +374,6 @@ def run(arch, args, k):
         "accuracy": test_acc, "loss": test_loss, "num_test_images": len(x_test),
         "epochs": finished_epochs, "model": os.path.abspath(model_path)})
     print(f"{arch.name} {precision}: test loss {test_loss:.4f}, test accuracy "
-          f"{100 * test_acc:.2f}% on {len(x_test)} images after {finished_epochs} epochs; "
+          f"{100 * test_acc:.2f}% on {len(x_test)} images after {finished_epochs} epoch{'' if finished_epochs == 1 else 's'}; "
           f"model written to {model_path}")
     return 0
