@@ -339,6 +339,8 @@ def plot_sops(figure, runs, ann_accuracy, architecture):
                    label=f"ANN: {operations:,} operations/image")
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # Room on the right for the ratio labels at the last step.
+    ax.margins(x=0.1)
     _use_log_scale_if_positive(ax)
     ax.set_xlabel("Time step")
     ax.set_ylabel("Operations per image")
@@ -384,7 +386,7 @@ def plot_sparsity(figure, runs, ann_accuracy, architecture):
     if ax.get_yscale() == "log":
         # Headroom above the neuron line keeps the legend off the bars and the line.
         bottom, top = ax.get_ylim()
-        ax.set_ylim(bottom, top * 20)
+        ax.set_ylim(bottom, top * 5)
     else:
         ax.margins(y=0.2)
     ax.grid(True, axis="y", alpha=0.3)
