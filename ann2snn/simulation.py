@@ -71,10 +71,11 @@ def simulate(model, images, labels, time_steps, batch_size, verify=False, progre
              stepwise=False, compare_with_ann=True, engine=None):
     """Simulate the spiking network of `model` on `images` for `time_steps` steps per batch.
 
-    `engine` picks the implementation, all with the same results: "events"
-    (spike by spike, compiled with Numba; the default when Numba is installed),
-    "layers" (each layer's whole spike train in NumPy matrix products) or
-    "steps" (the whole network one time step at a time, the plainest code).
+    `engine` picks the implementation, and all three give the same results.
+    "events" simulates spike by spike, compiled with Numba, and is the default
+    when Numba is installed. "layers" feeds each layer's whole spike train
+    through NumPy matrix products. "steps" advances the whole network one time
+    step at a time, the plainest code.
 
     `compare_with_ann` also runs the NumPy quantized ANN on every batch, for its
     accuracy and the step from which the predictions agree; `verify` (which

@@ -388,7 +388,7 @@ SLICES_PER_PRODUCT = 128
 class Trace:
     """Per time step and image: prediction, spikes, net spikes and SOPs of that step.
 
-    Arrays are (time_steps, N); `final_counts` holds each hidden layer's net
+    Arrays are (time_steps, N); `final_counts` contains each hidden layer's net
     spike counts after the last step (N, H, W, C).
     """
 
@@ -418,7 +418,8 @@ class SpikeTotals:
         """Count `spike_slices` (S, H, W, C) or (S, features), sent at (steps, images).
 
         `fan_out` is the neurons each spike reaches: an (H, W) map or a number.
-        Every (step, image) pair appears at most once per call.
+        Each (step, image) pair may appear only once per call, because the
+        fancy-indexed `+=` would count a repeated pair once.
         """
         magnitude = np.abs(spike_slices)
         if np.ndim(fan_out):

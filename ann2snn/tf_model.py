@@ -20,7 +20,7 @@ import tensorflow as tf
 
 tf1 = tf.compat.v1
 
-# Batch-norm settings of TensorLayer 1's BatchNormLayer, which the paper's models used.
+# Defaults of TensorLayer 1.x's BatchNormLayer; the paper's scripts were written with TensorLayer.
 BN_DECAY = 0.9
 BN_EPSILON = 1e-5
 # Rounding offset of the quantizer: values exactly halfway between two levels round up.
