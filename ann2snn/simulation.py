@@ -170,7 +170,7 @@ def first_stable_step(values):
     return int(changed[-1]) + 2 if len(changed) else 1
 
 
-def summarize(result, model, time_steps, batch_size):
+def summarize(result, model, time_steps, batch_size, run_dir=None):
     """Return the summary.json content of a run: settings, accuracies, latencies, counts."""
     arch = model.architecture
     num_images = int(sum(result.batch_sizes))
@@ -203,7 +203,9 @@ def summarize(result, model, time_steps, batch_size):
         "negative_spikes_per_image": (final["spike_num"] - final["spike_collect"]) / 2 / num_images,
         "sops_per_image": final["sop_num"] / num_images,
         "verify_mismatches": result.mismatch_counts or None,
-        "model": os.path.abspath(model.path),
+        # Relative to the run folder, so that committed logs hold no machine's paths.
+        "model": os.path.relpath(os.path.abspath(model.path), os.path.abspath(run_dir))
+        if run_dir else os.path.abspath(model.path),
     }
 
 
@@ -229,9 +231,9 @@ def run(arch, args):
 
     result = simulate(model, x_test, y_test, args.time_steps, args.batch_size, verify=args.verify,
                       engine=args.engine)
-    summary = summarize(result, model, args.time_steps, args.batch_size)
-    summary["command"] = " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])
     run_dir = os.path.join(args.figs_dir, f"k{args.k}")
+    summary = summarize(result, model, args.time_steps, args.batch_size, run_dir)
+    summary["command"] = " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])
     logs.write_run_logs(run_dir, result.logs, summary)
 
     _report(summary, result, run_dir, verify=args.verify)

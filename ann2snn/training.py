@@ -372,7 +372,7 @@ def run(arch, args, k):
     key = "fp32" if k is None else f"k{k}"
     logs.record_ann_accuracy(args.figs_dir, key, {
         "accuracy": test_acc, "loss": test_loss, "num_test_images": len(x_test),
-        "epochs": finished_epochs, "model": os.path.abspath(model_path)})
+        "epochs": finished_epochs, "model": os.path.relpath(os.path.abspath(model_path), os.path.abspath(args.figs_dir))})
     print(f"{arch.name} {precision}: test loss {test_loss:.4f}, test accuracy "
           f"{100 * test_acc:.2f}% on {len(x_test)} images after {finished_epochs} epoch{'' if finished_epochs == 1 else 's'}; "
           f"model written to {model_path}")
