@@ -78,8 +78,8 @@ def simulate(model, images, labels, time_steps, batch_size, verify=False, progre
     step at a time, the plainest code.
 
     `compare_with_ann` also runs the NumPy quantized ANN on every batch, for its
-    accuracy and the step from which the predictions agree; `verify` (which
-    needs it) compares every neuron's final net spike count with it.
+    accuracy and the step from which the predictions agree. `verify` needs it,
+    because it compares every neuron's final net spike count with that ANN.
 
     `stepwise=True` is the same as engine="steps".
     """

@@ -1,6 +1,6 @@
 """Training and evaluation loop shared by the Quant_ and FP32_ scripts.
 
-`run(arch, args, k)` does what one script invocation asks:
+`run(arch, args, k)` carries out one script invocation:
 
     training   build the graph, restore the checkpoint if --resume True, train the
                remaining epochs (checkpoint after each), then evaluate on the test
@@ -215,8 +215,8 @@ def _point_state_at(model_dir, path):
     tf1 = _import_tensorflow().compat.v1
     name = os.path.basename(path)
     # With a relative folder, TensorFlow 2.21 rewrites a relative name as if it were
-    # relative to the working directory; with an absolute one it stores the name as
-    # given, which it later resolves inside the folder.
+    # relative to the working directory. With an absolute folder it stores the name
+    # as given and later resolves it inside the folder.
     tf1.train.update_checkpoint_state(os.path.abspath(model_dir), name,
                                       all_model_checkpoint_paths=[name])
 
@@ -316,7 +316,7 @@ def train_epochs(session, graph, args, finished_epochs, train_set, validation_se
 
 
 def run(arch, args, k):
-    """Train or evaluate `arch` at quantization level `k` (None: full precision), as `args` say."""
+    """Train or evaluate `arch` at quantization level `k` (None: full precision), as `args` request."""
     check_options(args)
     tf = _import_tensorflow()
     from . import tf_model

@@ -154,9 +154,9 @@ def row_image(pixels):
     return np.asarray(pixels, dtype=np.float64).reshape(1, 1, len(pixels), 1)
 
 
-# The three ways SpikingNetwork can run: `step` (one time step of every layer at a
-# time), `run` (each layer's whole spike train at once) and `run_events` (spike by
-# spike, compiled with Numba; simulate()'s default).
+# The three ways SpikingNetwork can run. `step` advances every layer one time step
+# at a time, `run` feeds each layer's whole spike train at once, and `run_events`
+# goes spike by spike, compiled with Numba (simulate()'s default).
 PATHS = ("step", "layer-by-layer", "events")
 
 
@@ -308,29 +308,29 @@ TIE_LAYER = LayerSpec(weights=one_by_one([[16.0]]), gamma=(1.0,), beta=(0.0,), m
                       variance=(1.0,))
 
 
+def tie_layer_counts(values, k, path):
+    """Return the exact-checked counts of TIE_LAYER for ANN values 2^k * y = `values`."""
+    arch, params = make_network((1, len(values), 1), [TIE_LAYER])
+    images = row_image([value / 2 ** (k + 4) for value in values])
+    counts = assert_counts_exact(arch, params, [TIE_LAYER], images, k, 12, path)
+    return counts[0][0, 0, :, 0]
+
+
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("k", K_VALUES)
 def test_rounding_ties_round_up(k, path):
-    ties = [0.5, 1.5, 2.5, 4.5, 7.5]
-    arch, params = make_network((1, len(ties), 1), [TIE_LAYER])
-    images = row_image([value / 2 ** (k + 4) for value in ties])
-
-    counts = assert_counts_exact(arch, params, [TIE_LAYER], images, k, 12, path)
+    counts = tie_layer_counts([0.5, 1.5, 2.5, 4.5, 7.5], k, path)
 
     # Round half to even would give 0, 2, 2, 4, 8.
-    np.testing.assert_array_equal(counts[0][0, 0, :, 0], [1, 2, 3, 5, 8])
+    np.testing.assert_array_equal(counts, [1, 2, 3, 5, 8])
 
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("k", K_VALUES)
 def test_values_below_tie_round_down(k, path):
-    below_ties = [0.375, 1.375, 2.375, 4.375, 7.375]
-    arch, params = make_network((1, len(below_ties), 1), [TIE_LAYER])
-    images = row_image([value / 2 ** (k + 4) for value in below_ties])
+    counts = tie_layer_counts([0.375, 1.375, 2.375, 4.375, 7.375], k, path)
 
-    counts = assert_counts_exact(arch, params, [TIE_LAYER], images, k, 12, path)
-
-    np.testing.assert_array_equal(counts[0][0, 0, :, 0], [0, 1, 2, 4, 7])
+    np.testing.assert_array_equal(counts, [0, 1, 2, 4, 7])
 
 
 # ---------------------------------------------------------------------------
@@ -902,8 +902,11 @@ def test_snapped_sums_ignore_addition_order():
             shuffled += matrix[row] * counts[row]
         return forward, shuffled, (counts.T @ matrix)[0]
 
-    plain = sums(weights)
-    assert not (np.array_equal(plain[0], plain[1]) and np.array_equal(plain[0], plain[2]))
+    plain_forward, plain_shuffled, plain_product = sums(weights)
+    # Guards the test: unsnapped sums must depend on the order, or it checks nothing.
+    order_matters = (not np.array_equal(plain_forward, plain_shuffled)
+                     or not np.array_equal(plain_forward, plain_product))
+    assert order_matters
     forward, shuffled, product = sums(snap_weights(weights))
     np.testing.assert_array_equal(forward, shuffled)
     np.testing.assert_array_equal(forward, product)

@@ -252,4 +252,5 @@ def test_figure_renders_from_simulation_logs(figure, mlp_run):
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", data[16:24])
-    assert width > 300 and height > 200
+    assert width > 300
+    assert height > 200
