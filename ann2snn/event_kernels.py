@@ -9,21 +9,33 @@ to the dense convolutions. Images run in parallel over the CPU cores.
 `simulate_images` returns the same per-step predictions, spikes, net spikes and
 SOPs as SpikingNetwork.run and .step; the tests compare the three.
 The additions happen in another order than in the NumPy engines' matrix
-products; with snapped weights every sum is exact, so the results are equal.
+products. The weights arrive as int32 multiples of a power-of-two unit per
+output channel (spiking_utils.integer_weights), half the bytes of float64, and
+the membranes count those units in float64: every sum is an exact integer, so
+the results are equal.
 """
 
 import numpy as np
 from numba import njit, prange
 from numba.typed import List
 
+# The quotient computed with a reciprocal is within 2^-51 of the divided one,
+# relative to its size. Farther than this from an integer, both have the same floor.
+NEAR_INTEGER = 2.0 ** -49
+
 
 @njit(cache=True)
-def _update_neurons(membrane, count, pending, dirty, offset, threshold, spikes_out):
+def _update_neurons(membrane, unit, count, pending, dirty, offset, threshold, inverse, spikes_out):
     """Send this step's spikes of one layer (one image); return how many were written.
 
-    A position is visited if its membrane changed this step (dirty) or a neuron
-    there has not reached its target yet (pending). Spikes go to `spikes_out`
-    as rows (row, column, channel, sign).
+    `membrane` counts each channel's weight `unit` (a power of two), so
+    membrane * unit is the exact signed membrane. The target is the same
+    floor((membrane * unit - offset) / threshold) as SpikingConv2d's, computed
+    with `inverse` (1 / threshold) and checked: a division happens only where
+    the quotient lies within NEAR_INTEGER of an integer. A position is visited
+    if its membrane changed this step (dirty) or a neuron there has not reached
+    its target yet (pending). Spikes go to `spikes_out` as rows (row, column,
+    channel, sign).
     """
     height, width, channels = membrane.shape
     targets = np.empty(channels)
@@ -33,17 +45,28 @@ def _update_neurons(membrane, count, pending, dirty, offset, threshold, spikes_o
             if not (dirty[row, column] or pending[row, column]):
                 continue
             dirty[row, column] = False
-            # A branch-free loop first, so the compiler can vectorize the division.
+            # A branch-free loop first, so the compiler can vectorize it. NaN marks
+            # the quotients that need the division.
+            membrane_here = membrane[row, column]
+            count_here = count[row, column]
             for channel in range(channels):
-                targets[channel] = max(np.floor((membrane[row, column, channel] - offset[channel])
-                                                / threshold[channel]), 0.0)
+                quotient = (membrane_here[channel] * unit[channel] - offset[channel]) * inverse[channel]
+                below = np.floor(quotient)
+                margin = quotient * NEAR_INTEGER
+                clear = (quotient - below > margin) & (below + 1.0 - quotient > margin)
+                target = below if below > 0.0 else 0.0
+                targets[channel] = target if clear else np.nan
             still_pending = False
             for channel in range(channels):
-                difference = targets[channel] - count[row, column, channel]
+                target = targets[channel]
+                if target != target:
+                    target = max(np.floor((membrane_here[channel] * unit[channel] - offset[channel])
+                                          / threshold[channel]), 0.0)
+                difference = target - count_here[channel]
                 if difference == 0.0:
                     continue
                 sign = 1 if difference > 0.0 else -1
-                count[row, column, channel] += sign
+                count_here[channel] += sign
                 spikes_out[written, 0] = row
                 spikes_out[written, 1] = column
                 spikes_out[written, 2] = channel
@@ -59,9 +82,11 @@ def _update_neurons(membrane, count, pending, dirty, offset, threshold, spikes_o
 def _deliver(spikes, num_spikes, weights, stride, membrane, dirty):
     """Add the weights of `num_spikes` input spikes to a VALID convolution's membranes.
 
-    Returns the SOPs: every (spike, reached neuron) pair.
+    `weights` are integers (in_channels, kh, kw, out_channels): the block that one
+    input channel's spike adds is contiguous. Returns the SOPs: every (spike,
+    reached neuron) pair.
     """
-    kernel_h, kernel_w, _, out_channels = weights.shape
+    _, kernel_h, kernel_w, out_channels = weights.shape
     out_h, out_w = membrane.shape[0], membrane.shape[1]
     sops = 0
     for index in range(num_spikes):
@@ -79,22 +104,23 @@ def _deliver(spikes, num_spikes, weights, stride, membrane, dirty):
                 sops += out_channels
                 if sign > 0:
                     for out_channel in range(out_channels):
-                        membrane[out_row, out_column, out_channel] += weights[dy, dx, channel, out_channel]
+                        membrane[out_row, out_column, out_channel] += weights[channel, dy, dx, out_channel]
                 else:
                     for out_channel in range(out_channels):
-                        membrane[out_row, out_column, out_channel] -= weights[dy, dx, channel, out_channel]
+                        membrane[out_row, out_column, out_channel] -= weights[channel, dy, dx, out_channel]
     return sops
 
 
 @njit(parallel=True, cache=True)
-def simulate_images(first_targets, weights, strides, offsets, thresholds, output_shapes,
-                    output_weights, time_steps, predictions, spikes_total, net_total, sops_total,
+def simulate_images(first_targets, weights, units, strides, offsets, thresholds, inverses,
+                    output_shapes, output_weights, time_steps, predictions, spikes_total, net_total, sops_total,
                     final_counts):
     """Simulate every image of `first_targets` (N, H, W, C) for `time_steps` steps.
 
     `first_targets` are the first layer's final counts (its membrane is fixed after
-    step 0). `weights` (signed, snapped), `offsets`, `thresholds` are typed lists
-    for the later hidden layers; `output_shapes` (L, 3) gives every hidden layer's
+    step 0). `weights` (int32, (C, kh, kw, O)) and `units` from integer_weights,
+    `offsets`, `thresholds` and `inverses` (1 / thresholds) are typed lists for
+    the later hidden layers; `output_shapes` (L, 3) gives every hidden layer's
     output shape, the first included. Results go into `predictions`, `spikes_total`,
     `net_total`, `sops_total` (T, N) and `final_counts` (a list of (N, H, W, C)).
     """
@@ -158,8 +184,9 @@ def simulate_images(first_targets, weights, strides, offsets, thresholds, output
             for layer in range(1, num_layers):
                 sops += _deliver(buffers[layer - 1], written, weights[layer - 1], strides[layer - 1],
                                  membranes[layer], dirties[layer])
-                written = _update_neurons(membranes[layer], counts[layer], pendings[layer],
-                                          dirties[layer], offsets[layer - 1], thresholds[layer - 1],
+                written = _update_neurons(membranes[layer], units[layer - 1], counts[layer],
+                                          pendings[layer], dirties[layer], offsets[layer - 1],
+                                          thresholds[layer - 1], inverses[layer - 1],
                                           buffers[layer])
                 spikes += written
                 for index in range(written):

@@ -34,6 +34,7 @@ counts of the last hidden layer, and the prediction is its argmax.
 from dataclasses import dataclass
 
 import numpy as np
+import threadpoolctl
 
 # Added before rounding in the quantizer, so that ties round up (see tf_model.quantize).
 QUANTIZER_OFFSET = 1e-5
@@ -108,6 +109,38 @@ def snap_weights(weights):
     _, exponent = np.frexp(largest)
     step = np.ldexp(1.0, exponent - WEIGHT_GRID_BITS)
     return np.round(weights / step) * step
+
+
+def integer_weights(weights):
+    """Split snapped `weights` (kh, kw, C, O) into int32 multiples of a per-channel unit.
+
+    Returns (integers, unit): `integers` laid out (C, kh, kw, O), `unit` (O,) a
+    power of two per output channel, with integers * unit == weights exactly.
+    The unit is 2^(e - 29), e the binary exponent of the channel's largest
+    |weight|: at most the step of snap_weights, so it divides every weight, and
+    the integers stay below 2^29 in magnitude.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    largest = np.abs(weights.reshape(-1, weights.shape[-1])).max(axis=0)
+    _, exponent = np.frexp(largest)
+    unit = np.ldexp(1.0, exponent - WEIGHT_GRID_BITS - 1)
+    scaled = weights / unit
+    integers = scaled.astype(np.int32)
+    if not np.array_equal(integers, scaled):
+        raise ValueError("weights are not snapped: call snap_weights first")
+    return np.ascontiguousarray(integers.transpose(2, 0, 1, 3)), unit
+
+
+def single_thread_blas():
+    """Return a context manager that runs NumPy's BLAS on one thread inside it."""
+    global _blas_controller
+    if _blas_controller is None:
+        _blas_controller = threadpoolctl.ThreadpoolController()
+    return _blas_controller.limit(limits=1, user_api="blas")
+
+
+# Created on first use: it inspects the loaded libraries, which takes about a millisecond.
+_blas_controller = None
 
 
 def conv2d_valid(inputs, weights, stride=1):
@@ -320,17 +353,23 @@ class SpikingNetwork:
         from . import event_kernels
 
         first = self.layers[0]
-        membrane = conv2d_valid(images.astype(np.float64) * 2.0 ** self.k, first.weights,
-                                first.stride)
+        # After a product on several threads, OpenBLAS keeps its idle threads spinning
+        # for a while, which takes cores from the Numba threads. So this product runs on one.
+        with single_thread_blas():
+            membrane = conv2d_valid(images.astype(np.float64) * 2.0 ** self.k, first.weights,
+                                    first.stride)
         first_targets = np.ascontiguousarray(first.neurons.target_counts(membrane))
         later = self.layers[1:]
+        # Integer weights take half the memory of float64, and the kernel sums them exactly.
+        split = [integer_weights(layer.weights) for layer in later]
         # Numba needs a typed list with at least one element to know its type.
-        weights = List([np.ascontiguousarray(layer.weights) for layer in later]
-                       or [np.zeros((1, 1, 1, 1))])
+        weights = List([integers for integers, _ in split] or [np.zeros((1, 1, 1, 1), np.int32)])
+        units = List([unit for _, unit in split] or [np.ones(1)])
         offsets = List([np.ascontiguousarray(layer.neurons.offset) for layer in later]
                        or [np.zeros(1)])
         thresholds = List([np.ascontiguousarray(layer.neurons.threshold) for layer in later]
                           or [np.ones(1)])
+        inverses = List([1.0 / threshold for threshold in thresholds])
         strides = np.array([layer.stride for layer in later] or [1], dtype=np.int64)
         output_shapes = np.array([layer.output_shape for layer in self.layers], dtype=np.int64)
 
@@ -339,7 +378,7 @@ class SpikingNetwork:
                    for name in ("predictions", "spikes", "net_spikes", "sops")}
         final_counts = List([np.zeros((num_images, *layer.output_shape)) for layer in self.layers])
         event_kernels.simulate_images(
-            first_targets, weights, strides, offsets, thresholds, output_shapes,
+            first_targets, weights, units, strides, offsets, thresholds, inverses, output_shapes,
             np.ascontiguousarray(self.output.weights), time_steps, columns["predictions"],
             columns["spikes"], columns["net_spikes"], columns["sops"], final_counts)
         return Trace(final_counts=list(final_counts), **columns)
