@@ -111,20 +111,49 @@ def _deliver(spikes, num_spikes, weights, stride, membrane, dirty):
     return sops
 
 
+@njit(cache=True)
+def _first_layer_targets(image, weights, stride, offset, threshold, target):
+    """Write the first layer's final counts for one `image` (H, W, C) into `target`.
+
+    The same VALID convolution and floor((membrane - offset) / threshold), at
+    least 0, as SpikingConv2d. Weights are snapped and pixels are multiples of
+    2^-8, so every product and sum is exact in any order.
+    """
+    kernel_h, kernel_w, in_channels, out_channels = weights.shape
+    out_h, out_w = target.shape[0], target.shape[1]
+    membrane = np.empty(out_channels)
+    for out_row in range(out_h):
+        for out_column in range(out_w):
+            membrane[:] = 0.0
+            for dy in range(kernel_h):
+                for dx in range(kernel_w):
+                    for channel in range(in_channels):
+                        value = image[out_row * stride + dy, out_column * stride + dx, channel]
+                        if value == 0.0:
+                            continue
+                        for out_channel in range(out_channels):
+                            membrane[out_channel] += value * weights[dy, dx, channel, out_channel]
+            for out_channel in range(out_channels):
+                target[out_row, out_column, out_channel] = max(np.floor(
+                    (membrane[out_channel] - offset[out_channel]) / threshold[out_channel]), 0.0)
+
+
 @njit(parallel=True, cache=True)
-def simulate_images(first_targets, weights, units, strides, offsets, thresholds, inverses,
+def simulate_images(inputs, first_weights, first_stride, first_offset, first_threshold,
+                    weights, units, strides, offsets, thresholds, inverses,
                     output_shapes, output_weights, time_steps, predictions, spikes_total, net_total, sops_total,
                     final_counts):
-    """Simulate every image of `first_targets` (N, H, W, C) for `time_steps` steps.
+    """Simulate every image of `inputs` (N, H, W, C, times 2^k) for `time_steps` steps.
 
-    `first_targets` are the first layer's final counts (its membrane is fixed after
-    step 0). `weights` (int32, (C, kh, kw, O)) and `units` from integer_weights,
-    `offsets`, `thresholds` and `inverses` (1 / thresholds) are typed lists for
-    the later hidden layers; `output_shapes` (L, 3) gives every hidden layer's
+    The first layer (`first_weights`, signed and snapped, `first_stride`,
+    `first_offset`, `first_threshold`) sees the image at step 0 only, so its
+    membrane is fixed and its final counts are known at once. `weights` (int32,
+    (C, kh, kw, O)) and `units` from integer_weights, `offsets`, `thresholds`
+    and `inverses` (1 / thresholds) are typed lists for the later hidden layers; `output_shapes` (L, 3) gives every hidden layer's
     output shape, the first included. Results go into `predictions`, `spikes_total`,
     `net_total`, `sops_total` (T, N) and `final_counts` (a list of (N, H, W, C)).
     """
-    num_images = first_targets.shape[0]
+    num_images = inputs.shape[0]
     num_layers = output_shapes.shape[0]
     num_classes = output_weights.shape[1]
     for image in prange(num_images):
@@ -146,8 +175,10 @@ def simulate_images(first_targets, weights, units, strides, offsets, thresholds,
 
         # First layer: its membrane is fixed, so a neuron with target n sends +1 at
         # steps 0 .. n-1. Keep the neurons still below their target in a shrinking list.
-        first_target = first_targets[image]
         first_h, first_w, first_c = output_shapes[0, 0], output_shapes[0, 1], output_shapes[0, 2]
+        first_target = np.empty((first_h, first_w, first_c))
+        _first_layer_targets(inputs[image], first_weights, first_stride, first_offset,
+                             first_threshold, first_target)
         below = np.empty((first_h * first_w * first_c, 3), dtype=np.int32)
         num_below = 0
         for row in range(first_h):

@@ -34,7 +34,6 @@ counts of the last hidden layer, and the prediction is its argmax.
 from dataclasses import dataclass
 
 import numpy as np
-import threadpoolctl
 
 # Added before rounding in the quantizer, so that ties round up (see tf_model.quantize).
 QUANTIZER_OFFSET = 1e-5
@@ -129,18 +128,6 @@ def integer_weights(weights):
     if not np.array_equal(integers, scaled):
         raise ValueError("weights are not snapped: call snap_weights first")
     return np.ascontiguousarray(integers.transpose(2, 0, 1, 3)), unit
-
-
-def single_thread_blas():
-    """Return a context manager that runs NumPy's BLAS on one thread inside it."""
-    global _blas_controller
-    if _blas_controller is None:
-        _blas_controller = threadpoolctl.ThreadpoolController()
-    return _blas_controller.limit(limits=1, user_api="blas")
-
-
-# Created on first use: it inspects the loaded libraries, which takes about a millisecond.
-_blas_controller = None
 
 
 def conv2d_valid(inputs, weights, stride=1):
@@ -287,6 +274,8 @@ class SpikingNetwork:
                 range(len(arch.hidden))):
             self.layers.append(SpikingConv2d(params[5 * index], layer.stride, neurons, in_shape))
         self.output = SpikingOutput(params[-1])
+        # The arguments of the events engine, built on its first use (see run_events).
+        self._event_parameters = None
 
     def reset(self, batch_size):
         for layer in self.layers:
@@ -352,13 +341,23 @@ class SpikingNetwork:
 
         from . import event_kernels
 
+        if self._event_parameters is None:
+            self._event_parameters = self._prepare_events()
+        inputs = np.ascontiguousarray(images, dtype=np.float64) * 2.0 ** self.k
+        num_images = len(images)
+        columns = {name: np.zeros((time_steps, num_images), dtype=np.int64)
+                   for name in ("predictions", "spikes", "net_spikes", "sops")}
+        final_counts = List([np.zeros((num_images, *layer.output_shape)) for layer in self.layers])
+        event_kernels.simulate_images(
+            inputs, *self._event_parameters, time_steps, columns["predictions"],
+            columns["spikes"], columns["net_spikes"], columns["sops"], final_counts)
+        return Trace(final_counts=list(final_counts), **columns)
+
+    def _prepare_events(self):
+        """Return the arguments of event_kernels.simulate_images that describe the network."""
+        from numba.typed import List
+
         first = self.layers[0]
-        # After a product on several threads, OpenBLAS keeps its idle threads spinning
-        # for a while, which takes cores from the Numba threads. So this product runs on one.
-        with single_thread_blas():
-            membrane = conv2d_valid(images.astype(np.float64) * 2.0 ** self.k, first.weights,
-                                    first.stride)
-        first_targets = np.ascontiguousarray(first.neurons.target_counts(membrane))
         later = self.layers[1:]
         # Integer weights take half the memory of float64, and the kernel sums them exactly.
         split = [integer_weights(layer.weights) for layer in later]
@@ -372,16 +371,11 @@ class SpikingNetwork:
         inverses = List([1.0 / threshold for threshold in thresholds])
         strides = np.array([layer.stride for layer in later] or [1], dtype=np.int64)
         output_shapes = np.array([layer.output_shape for layer in self.layers], dtype=np.int64)
-
-        num_images = len(images)
-        columns = {name: np.zeros((time_steps, num_images), dtype=np.int64)
-                   for name in ("predictions", "spikes", "net_spikes", "sops")}
-        final_counts = List([np.zeros((num_images, *layer.output_shape)) for layer in self.layers])
-        event_kernels.simulate_images(
-            first_targets, weights, units, strides, offsets, thresholds, inverses, output_shapes,
-            np.ascontiguousarray(self.output.weights), time_steps, columns["predictions"],
-            columns["spikes"], columns["net_spikes"], columns["sops"], final_counts)
-        return Trace(final_counts=list(final_counts), **columns)
+        return (np.ascontiguousarray(first.weights), first.stride,
+                np.ascontiguousarray(first.neurons.offset),
+                np.ascontiguousarray(first.neurons.threshold),
+                weights, units, strides, offsets, thresholds, inverses, output_shapes,
+                np.ascontiguousarray(self.output.weights))
 
     def _run_chunk(self, images, time_steps):
         num_images = len(images)
