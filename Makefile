@@ -28,17 +28,28 @@ data:
 	  fi; \
 	fi
 
-# No training: convert the shipped MLP models (k = 0, 1, 2), simulate the full
-# test set with --verify, and draw the three figures.
-QUICK := demo/quick/MLP/figs
+# No training: convert the shipped models (MLP at k = 0, 1, 2, LeNet at the k
+# values in QUICK_LENET_K), simulate the full test set with --verify, and draw
+# the three figures of each architecture.
+QUICK := demo/quick
+QUICK_LENET_K := 0
 quick: setup
-	mkdir -p $(QUICK) && cp MLP/figs/ann_accuracy.json $(QUICK)/
+	mkdir -p $(QUICK)/MLP/figs $(QUICK)/LeNet/figs
+	cp MLP/figs/ann_accuracy.json $(QUICK)/MLP/figs/
+	cp LeNet/figs/ann_accuracy.json $(QUICK)/LeNet/figs/
 	cd MLP && for k in 0 1 2; do \
 	    ../$(PY) Spiking_MLP_FashionMNIST.py --k $$k --time_steps 40 --verify \
-	        --data_dir ../data --model_dir ../pretrained/MLP/k$$k --figs_dir ../$(QUICK) || exit 1; done
-	cd MLP && for figure in accuracy_speed sops sparsity; do \
-	    ../$(PY) figs/$$figure.py --figs_dir ../$(QUICK) || exit 1; done
-	@echo "figures: $$(ls $(QUICK)/*.png | tr '\n' ' ')"
+	        --data_dir ../data --model_dir ../pretrained/MLP/k$$k --figs_dir ../$(QUICK)/MLP/figs \
+	        || exit 1; done
+	cd LeNet && for k in $(QUICK_LENET_K); do \
+	    ../$(PY) Spiking_LeNet_FashionMNIST.py --k $$k --time_steps 40 --verify \
+	        --data_dir ../data --model_dir ../pretrained/LeNet/k$$k --figs_dir ../$(QUICK)/LeNet/figs \
+	        || exit 1; done
+	for arch in MLP LeNet; do \
+	    for figure in accuracy_speed sops sparsity; do \
+	        (cd $$arch && ../$(PY) figs/$$figure.py --figs_dir ../$(QUICK)/$$arch/figs) || exit 1; \
+	    done; done
+	@echo "figures: $$(ls $(QUICK)/*/figs/*.png | tr '\n' ' ')"
 
 # A short end-to-end run on the real data: train the quantized MLP (k=1) for 5
 # epochs, convert it, simulate the full test set and draw the three figures.
