@@ -311,6 +311,10 @@ def train_epochs(session, graph, args, finished_epochs, train_set, validation_se
                  "saved epoch, and --resume True continues from it",
                  "while saving" if saving else "in", finished_epochs + 1, args.n_epoch,
                  os.path.abspath(args.model_dir))
+        if os.path.isfile(os.path.join(args.model_dir, MODEL_FILE_NAME)):
+            log.info("%s is still the one of the previous finished run: it is rewritten when "
+                     "the training finishes, and --mode inference writes it from the "
+                     "checkpoint now", MODEL_FILE_NAME)
         raise
     return finished_epochs
 
