@@ -32,7 +32,7 @@ data:
 # values in QUICK_LENET_K), simulate the full test set with --verify, and draw
 # the three figures of each architecture.
 QUICK := demo/quick
-QUICK_LENET_K := 0
+QUICK_LENET_K := 0 1
 quick: setup
 	mkdir -p $(QUICK)/MLP/figs $(QUICK)/LeNet/figs
 	cp MLP/figs/ann_accuracy.json $(QUICK)/MLP/figs/
