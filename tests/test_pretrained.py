@@ -27,7 +27,7 @@ def test_images(tmp_path_factory):
 
 
 def test_manifest_lists_shipped_models():
-    assert {"MLP/k0", "MLP/k1", "MLP/k2", "MLP/fp32", "LeNet/k0", "LeNet/k1"} <= set(ENTRIES)
+    assert {"MLP/k0", "MLP/k1", "MLP/k2", "MLP/fp32", "LeNet/k0", "LeNet/k1", "LeNet/k2"} <= set(ENTRIES)
 
 
 @pytest.mark.parametrize("name", sorted(ENTRIES))
