@@ -104,10 +104,15 @@ def snap_weights(weights):
     resolution of 2^-24.
     """
     weights = np.asarray(weights, dtype=np.float64)
+    step = np.ldexp(1.0, _largest_exponent(weights) - WEIGHT_GRID_BITS)
+    return np.round(weights / step) * step
+
+
+def _largest_exponent(weights):
+    """Return, per output channel (last axis), the binary exponent of the largest |weight|."""
     largest = np.abs(weights.reshape(-1, weights.shape[-1])).max(axis=0)
     _, exponent = np.frexp(largest)
-    step = np.ldexp(1.0, exponent - WEIGHT_GRID_BITS)
-    return np.round(weights / step) * step
+    return exponent
 
 
 def integer_weights(weights):
@@ -120,9 +125,7 @@ def integer_weights(weights):
     the integers stay below 2^29 in magnitude.
     """
     weights = np.asarray(weights, dtype=np.float64)
-    largest = np.abs(weights.reshape(-1, weights.shape[-1])).max(axis=0)
-    _, exponent = np.frexp(largest)
-    unit = np.ldexp(1.0, exponent - WEIGHT_GRID_BITS - 1)
+    unit = np.ldexp(1.0, _largest_exponent(weights) - WEIGHT_GRID_BITS - 1)
     scaled = weights / unit
     integers = scaled.astype(np.int32)
     if not np.array_equal(integers, scaled):

@@ -13,7 +13,7 @@ from ann2snn.spiking_utils import NeuronParameters, integer_weights, snap_weight
 
 event_kernels = pytest.importorskip("ann2snn.event_kernels")
 
-# Neurons per test row: one position with this many channels.
+# Channels of the single output position that the update tests use.
 CHANNELS = 512
 
 
@@ -93,5 +93,5 @@ def test_update_matches_division_on_integers():
     assert np.array_equal(membrane, np.round(membrane))
 
     expected = divided_targets(membrane, unit, offset, threshold)
-    assert np.count_nonzero(expected == (quotient.reshape(expected.shape))) > CHANNELS // 32
+    assert np.count_nonzero(expected == quotient.reshape(expected.shape)) > CHANNELS // 32
     np.testing.assert_array_equal(settle(membrane, unit, offset, threshold), expected)
