@@ -122,25 +122,48 @@ def update_manifest(arch, key, command):
     write_json_atomically(MANIFEST, manifest)
 
 
-def simulate(arch, key, data_dir):
-    """Run the Spiking script with --verify, doubling the time steps until every neuron settles."""
-    folder = model_dir(arch, key)
-    time_steps = INITIAL_TIME_STEPS
+def simulate(arch, key, data_dir, folder=None, figs_dir=None, time_steps=INITIAL_TIME_STEPS,
+             options=()):
+    """Run the Spiking script with --verify, doubling the time steps until every neuron settles.
+
+    Returns the time steps of the run that passed. The model and spiking.log are in `folder` (default: pretrained/<arch>/<key>),
+    the logs go to `figs_dir` (default: the script's figs/). `options` are
+    appended to every command, such as ("--num_images", "200").
+    """
+    folder = folder or model_dir(arch, key)
+    arch_folder = os.path.join(REPO_ROOT, arch)
+    summary_path = os.path.join(figs_dir or os.path.join(arch_folder, "figs"), key, "summary.json")
+    log_path = os.path.join(folder, "spiking.log")
     while True:
         command = [sys.executable, f"Spiking_{arch}_FashionMNIST.py", "--k", key[1:],
                    "--time_steps", str(time_steps), "--verify", "--data_dir", data_dir,
-                   "--model_dir", os.path.relpath(folder, os.path.join(REPO_ROOT, arch))]
-        code = run_logged(command, os.path.join(REPO_ROOT, arch), os.path.join(folder, "spiking.log"))
-        summary_path = os.path.join(REPO_ROOT, arch, "figs", key, "summary.json")
-        with open(summary_path) as stream:
-            summary = json.load(stream)
+                   "--model_dir", os.path.relpath(folder, arch_folder)]
+        if figs_dir is not None:
+            command += ["--figs_dir", os.path.relpath(figs_dir, arch_folder)]
+        command += list(options)
+        written_before = _modified(summary_path)
+        code = run_logged(command, arch_folder, log_path)
         if code == 0:
-            return
+            return time_steps
+        if _modified(summary_path) in (None, written_before):
+            raise SystemExit(f"spiking {arch} {key} failed with exit code {code} before writing "
+                             f"its logs; see {log_path}")
         # Counts that have not settled yet differ from the ANN's too: only a run
         # whose spikes settled shows a real mismatch.
-        if summary.get("settled_step") is not None or time_steps >= MAX_TIME_STEPS:
-            raise SystemExit(f"spiking {arch} {key} failed verification; see {folder}/spiking.log")
+        with open(summary_path) as stream:
+            settled = json.load(stream).get("settled_step")
+        if settled is not None or time_steps >= MAX_TIME_STEPS:
+            raise SystemExit(f"spiking {arch} {key} failed verification with {time_steps} time "
+                             f"steps; see {log_path}")
         time_steps *= 2
+
+
+def _modified(path):
+    """Return the modification time of `path` in nanoseconds, or None if it does not exist."""
+    try:
+        return os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return None
 
 
 def plot(arch):

@@ -2,12 +2,15 @@
 
 import json
 import os
+import re
+import shutil
 
 import pytest
 
 from ann2snn.architectures import get_architecture
 from ann2snn.data import load_test_set
 from ann2snn.model_file import load_model
+from ann2snn import reproduce
 from ann2snn.reproduce import sha256
 from ann2snn.simulation import simulate
 
@@ -49,3 +52,38 @@ def test_model_converts_without_mismatch(name, test_images):
     assert set(result.mismatch_counts.values()) == {0}
     assert result.last_spike_step.max() < TIME_STEPS - 1
     assert result.logs["accuracy"][:, -1].sum() == result.ann_correct
+
+
+def test_reproduce_doubles_unsettled_time_steps(tmp_path):
+    """reproduce.simulate reruns a Spiking script whose counts have not settled, at twice the steps."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    entry = ENTRIES["MLP/k2"]
+    shutil.copy(os.path.join(REPO, entry["file"]), folder)
+    figs = tmp_path / "figs"
+    steps = reproduce.simulate("MLP", "k2", str(tmp_path / "data"), folder=str(folder),
+                               figs_dir=str(figs), time_steps=2, options=("--num_images", "50"))
+
+    log = (folder / "spiking.log").read_text()
+    tried = [int(value) for value in re.findall(r"--time_steps (\d+)", log)]
+    assert tried == [2 ** power for power in range(1, len(tried) + 1)]
+    assert len(tried) >= 2
+    assert tried[-1] == steps
+    for unsettled in tried[:-1]:
+        assert f"spikes settled from no step of the {unsettled}" in log
+    with open(figs / "k2" / "summary.json") as stream:
+        summary = json.load(stream)
+    assert summary["time_steps"] == steps
+    # The neurons settle within this run, and not within the previous one.
+    assert steps // 2 < summary["settled_step"] <= steps
+
+
+def test_reproduce_stops_on_missing_model(tmp_path):
+    """A Spiking run that fails before writing its logs, here for a missing model, is not retried."""
+    empty = tmp_path / "model"
+    empty.mkdir()
+    with pytest.raises(SystemExit, match="failed with exit code 1 before writing its logs"):
+        reproduce.simulate("MLP", "k2", str(tmp_path / "data"), folder=str(empty),
+                           figs_dir=str(tmp_path / "figs"), time_steps=2)
+    log = (empty / "spiking.log").read_text()
+    assert len(re.findall(r"--time_steps", log)) == 1
