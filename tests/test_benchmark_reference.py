@@ -189,3 +189,22 @@ def test_benchmark_script_runs(tmp_path, data_dir, sample_images):
     assert "ratio reference / project (wall time):" in output
     assert "logs identical" in output
     assert "NumPy" in output
+
+
+def test_spike_runs_count_deliveries():
+    """benchmarks/spike_runs.py: single spikes cost 1 delivery, longer runs 2, or 1 up to the last step."""
+    from spike_runs import run_deliveries
+
+    # One neuron per column, over 6 time steps.
+    columns = [
+        [1, 0, 0, 0, 0, 0],    # a single spike: 1
+        [1, 1, 1, 0, 0, 0],    # a run of 3 that ends: 2
+        [0, 0, 0, 1, 1, 1],    # a run that lasts to the last step: 1
+        [1, 1, -1, -1, 1, 0],  # runs of 2, 2 and 1: 2 + 2 + 1
+        [0, 0, 0, 0, 0, 0],    # silent: 0
+    ]
+    train = np.array(columns, dtype=np.int8).T.reshape(6, 1, 1, 1, len(columns))
+    spikes, runs, deliveries = run_deliveries(train)
+    assert spikes.ravel().tolist() == [1, 3, 3, 5, 0]
+    assert runs.ravel().tolist() == [1, 1, 1, 3, 0]
+    assert deliveries.ravel().tolist() == [1, 2, 1, 5, 0]
