@@ -47,10 +47,8 @@ def _update_neurons(membrane, unit, count, pending, dirty, offset, threshold, in
             dirty[row, column] = False
             # A branch-free loop first, so the compiler can vectorize it. NaN marks
             # the quotients that need the division.
-            membrane_here = membrane[row, column]
-            count_here = count[row, column]
             for channel in range(channels):
-                quotient = (membrane_here[channel] * unit[channel] - offset[channel]) * inverse[channel]
+                quotient = (membrane[row, column, channel] * unit[channel] - offset[channel]) * inverse[channel]
                 below = np.floor(quotient)
                 margin = quotient * NEAR_INTEGER
                 clear = (quotient - below > margin) & (below + 1.0 - quotient > margin)
@@ -60,13 +58,13 @@ def _update_neurons(membrane, unit, count, pending, dirty, offset, threshold, in
             for channel in range(channels):
                 target = targets[channel]
                 if target != target:
-                    target = max(np.floor((membrane_here[channel] * unit[channel] - offset[channel])
+                    target = max(np.floor((membrane[row, column, channel] * unit[channel] - offset[channel])
                                           / threshold[channel]), 0.0)
-                difference = target - count_here[channel]
+                difference = target - count[row, column, channel]
                 if difference == 0.0:
                     continue
                 sign = 1 if difference > 0.0 else -1
-                count_here[channel] += sign
+                count[row, column, channel] += sign
                 spikes_out[written, 0] = row
                 spikes_out[written, 1] = column
                 spikes_out[written, 2] = channel
@@ -213,15 +211,19 @@ def simulate_images(inputs, first_weights, first_stride, first_offset, first_thr
             sops = 0
 
             for layer in range(1, num_layers):
+                # Every typed-list access updates a reference count atomically: read each
+                # list once per layer and step, never per spike.
+                membrane = membranes[layer]
+                dirty = dirties[layer]
+                sent = buffers[layer]
                 sops += _deliver(buffers[layer - 1], written, weights[layer - 1], strides[layer - 1],
-                                 membranes[layer], dirties[layer])
-                written = _update_neurons(membranes[layer], units[layer - 1], counts[layer],
-                                          pendings[layer], dirties[layer], offsets[layer - 1],
-                                          thresholds[layer - 1], inverses[layer - 1],
-                                          buffers[layer])
+                                 membrane, dirty)
+                written = _update_neurons(membrane, units[layer - 1], counts[layer],
+                                          pendings[layer], dirty, offsets[layer - 1],
+                                          thresholds[layer - 1], inverses[layer - 1], sent)
                 spikes += written
                 for index in range(written):
-                    net += buffers[layer][index, 3]
+                    net += sent[index, 3]
 
             last = buffers[num_layers - 1]
             for index in range(written):
