@@ -7,6 +7,7 @@ Fashion-MNIST test images, and the tests are skipped if those are missing.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -172,15 +173,20 @@ def test_compare_logs_reports_first_difference():
     assert "batch 1, time step 2" in problems[0]
 
 
-def test_benchmark_script_runs(tmp_path, data_dir, sample_images):
+@pytest.fixture
+def lenet_model_dir(tmp_path, sample_images):
+    """Return a folder with a random LeNet model at k=1."""
     images, _ = sample_images
     model_dir = tmp_path / "model"
     save_model(str(model_dir / MODEL_FILE_NAME), LENET, random_params(LENET, 1, images),
                {"k": 1, "bn_epsilon": BN_EPSILON})
+    return model_dir
 
+
+def test_benchmark_script_runs(lenet_model_dir, data_dir):
     completed = subprocess.run(
         [sys.executable, os.path.join(BENCHMARK_DIR, "benchmark_simulation.py"),
-         "--model_dir", str(model_dir), "--k", "1", "--num_images", str(NUM_IMAGES),
+         "--model_dir", str(lenet_model_dir), "--k", "1", "--num_images", str(NUM_IMAGES),
          "--time_steps", "5", "--batch_size", "10", "--data_dir", data_dir],
         cwd=REPO, capture_output=True, text=True, timeout=120)
 
@@ -189,6 +195,33 @@ def test_benchmark_script_runs(tmp_path, data_dir, sample_images):
     assert "ratio reference / project (wall time):" in output
     assert "logs identical" in output
     assert "NumPy" in output
+    assert "first batch, untimed:" in output
+
+
+def perf_can_record():
+    """Return True if `perf record` works here (installed, and profiling is permitted)."""
+    if shutil.which("perf") is None:
+        return False
+    completed = subprocess.run(["perf", "record", "-o", os.devnull, "--", "true"],
+                               capture_output=True)
+    return completed.returncode == 0
+
+
+@pytest.mark.slow
+def test_profile_kernel_names_functions(tmp_path, lenet_model_dir, data_dir):
+    """benchmarks/profile_kernel.py: perf's report names the kernel's compiled functions."""
+    if not perf_can_record():
+        pytest.skip("perf is missing or not permitted to record here")
+    completed = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARK_DIR, "profile_kernel.py"),
+         "--model_dir", str(lenet_model_dir), "--num_images", "200", "--seconds", "1",
+         "--data_dir", data_dir, "--output", str(tmp_path / "kernel.perf")],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    output = completed.stdout
+    assert completed.returncode == 0, f"{output}\n{completed.stderr}"
+    assert "wrote /tmp/perf-" in output
+    assert "event_kernels8_deliver" in output
 
 
 def test_spike_runs_count_deliveries():
