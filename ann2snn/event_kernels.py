@@ -87,8 +87,14 @@ def _deliver(spikes, num_spikes, weights, stride, membrane, dirty):
     _, kernel_h, kernel_w, out_channels = weights.shape
     out_h, out_w = membrane.shape[0], membrane.shape[1]
     sops = 0
-    for index in range(num_spikes):
-        row, column, channel, sign = spikes[index, 0], spikes[index, 1], spikes[index, 2], spikes[index, 3]
+    first = 0
+    while first < num_spikes:
+        # Spikes arrive grouped by input position (the update writes them position by
+        # position), and the spikes of a group reach the same output positions.
+        row, column = spikes[first, 0], spikes[first, 1]
+        end = first + 1
+        while end < num_spikes and spikes[end, 0] == row and spikes[end, 1] == column:
+            end += 1
         # Output rows whose window covers `row`: out_row * stride <= row < out_row * stride + kernel_h.
         first_row = max(0, (row - kernel_h + stride) // stride)
         last_row = min(out_h - 1, row // stride)
@@ -99,13 +105,16 @@ def _deliver(spikes, num_spikes, weights, stride, membrane, dirty):
             for out_column in range(first_column, last_column + 1):
                 dx = column - out_column * stride
                 dirty[out_row, out_column] = True
-                sops += out_channels
-                if sign > 0:
-                    for out_channel in range(out_channels):
-                        membrane[out_row, out_column, out_channel] += weights[channel, dy, dx, out_channel]
-                else:
-                    for out_channel in range(out_channels):
-                        membrane[out_row, out_column, out_channel] -= weights[channel, dy, dx, out_channel]
+                sops += out_channels * (end - first)
+                for index in range(first, end):
+                    channel = spikes[index, 2]
+                    if spikes[index, 3] > 0:
+                        for out_channel in range(out_channels):
+                            membrane[out_row, out_column, out_channel] += weights[channel, dy, dx, out_channel]
+                    else:
+                        for out_channel in range(out_channels):
+                            membrane[out_row, out_column, out_channel] -= weights[channel, dy, dx, out_channel]
+        first = end
     return sops
 
 
