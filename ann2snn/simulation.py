@@ -246,10 +246,10 @@ def _report(summary, result, run_dir, verify):
     def percent(value):
         return "n/a" if value is None else f"{100 * value:.2f}%"
 
-    def step(value):
+    def since(value):
         if value is None:
-            return f"no step of the {summary['time_steps']}"
-        return f"step {value}"
+            return f"not within the {summary['time_steps']} steps"
+        return f"from step {value}"
 
     recorded_images = summary.get("ann_accuracy_images")
     recorded = percent(summary["ann_accuracy"])
@@ -272,8 +272,7 @@ def _report(summary, result, run_dir, verify):
           f"step{'' if summary['time_steps'] == 1 else 's'} "
           f"(NumPy ANN {percent(summary['numpy_ann_accuracy'])} on the same "
           f"{summary['num_images']} images; TensorFlow ANN recorded in the model file "
-          f"{recorded}); accuracy final from "
-          f"{step(summary['stable_accuracy_step'])}, predictions equal the ANN's from "
-          f"{step(summary['ann_agreement_step'])}, spikes settled from "
-          f"{step(summary['settled_step'])}; {summary['spikes_per_image']:.0f} spikes and "
+          f"{recorded}); accuracy final {since(summary['stable_accuracy_step'])}, "
+          f"predictions equal the ANN's {since(summary['ann_agreement_step'])}, spikes settled "
+          f"{since(summary['settled_step'])}; {summary['spikes_per_image']:.0f} spikes and "
           f"{summary['sops_per_image']:.0f} SOPs per image; logs in {run_dir}")

@@ -71,7 +71,7 @@ def test_reproduce_doubles_unsettled_time_steps(tmp_path):
     assert len(tried) >= 2
     assert tried[-1] == steps
     for unsettled in tried[:-1]:
-        assert f"spikes settled from no step of the {unsettled}" in log
+        assert f"spikes settled not within the {unsettled} steps" in log
     with open(figs / "k2" / "summary.json") as stream:
         summary = json.load(stream)
     assert summary["time_steps"] == steps
