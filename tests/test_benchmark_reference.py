@@ -241,3 +241,14 @@ def test_spike_runs_count_deliveries():
     assert spikes.ravel().tolist() == [1, 3, 3, 5, 0]
     assert runs.ravel().tolist() == [1, 1, 1, 3, 0]
     assert deliveries.ravel().tolist() == [1, 2, 1, 5, 0]
+
+
+def test_activation_counts_statistics():
+    """benchmarks/activation_counts.py: mean, 99.9th percentile and maximum of the non-zero counts."""
+    from activation_counts import count_statistics
+
+    mean, high, largest = count_statistics(np.array([[0.0, 1.0], [2.0, 6.0]]))
+    assert mean == 3.0
+    assert 5.9 < high < 6.0
+    assert largest == 6.0
+    assert count_statistics(np.zeros((2, 3))) == (0.0, 0.0, 0.0)
