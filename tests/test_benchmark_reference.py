@@ -252,3 +252,17 @@ def test_activation_counts_statistics():
     assert 5.9 < high < 6.0
     assert largest == 6.0
     assert count_statistics(np.zeros((2, 3))) == (0.0, 0.0, 0.0)
+
+
+def test_deliver_rates_script_runs():
+    """benchmarks/deliver_rates.py times the delivery of each LeNet-shaped buffer."""
+    completed = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARK_DIR, "deliver_rates.py"), "--calls", "2"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["pool1", "conv2", "fc1"]
+    # pool1 reaches one output position per spike, conv2 several.
+    assert "750 spikes,   750 (spike, output position) pairs" in lines[0]
+    assert all(line.endswith("G SOP/s") for line in lines)
