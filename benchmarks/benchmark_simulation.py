@@ -9,8 +9,9 @@ simulator. The wall and CPU times cover the simulation only, not the start of
 Python, the data loading or the model loading. Each subprocess first simulates
 one batch untimed, because the project's first call compiles its Numba kernels
 (tens of seconds) or loads them from Numba's cache. That time is printed
-separately, and on Linux the peak memory is reset after it, so that compiling
-does not count. The script prints the machine, both times, their ratios
+separately, and on Linux the peak memory is reset to the resident memory after
+it. Memory that compiling left resident still counts: run twice for the figure
+with the kernels loaded from the cache. The script prints the machine, both times, their ratios
 (reference / project), both peak memories, and whether the four logs
 (accuracy, spike_num, spike_collect, sop_num) are identical.
 `--profile` then runs the project simulator once more under cProfile and prints

@@ -109,8 +109,8 @@ def main():
           f"(4096x800 @ 800x64)")
     dense_flop = 2 * total_macs * TIME_STEPS * FULL_TEST_SET
     print(f"floor for {FULL_TEST_SET} images: dense float32 {dense_flop / flops32:.1f} s, "
-          f"dense float64 {dense_flop / flops64:.1f} s; SOPs as float64 additions at the float64 "
-          f"GEMM rate {sops_per_image * FULL_TEST_SET / (flops64 / 2):.1f} s")
+          f"dense float64 {dense_flop / flops64:.1f} s; one float64 addition per SOP at the GEMM's "
+          f"multiply-add rate (half its FLOP rate) {sops_per_image * FULL_TEST_SET / (flops64 / 2):.1f} s")
 
 
 if __name__ == "__main__":

@@ -266,3 +266,18 @@ def test_deliver_rates_script_runs():
     # pool1 reaches one output position per spike, conv2 several.
     assert "750 spikes,   750 (spike, output position) pairs" in lines[0]
     assert all(line.endswith("G SOP/s") for line in lines)
+
+
+def test_kernel_speed_script_runs(lenet_model_dir, data_dir):
+    """benchmarks/kernel_speed.py prints one time per image for each run."""
+    completed = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARK_DIR, "kernel_speed.py"), "--model_dir",
+         str(lenet_model_dir), "--num_images", str(NUM_IMAGES), "--repeats", "2",
+         "--time_steps", "5", "--batch_size", "10", "--data_dir", data_dir],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("run 1: ")
+    assert f"ms per image ({NUM_IMAGES} images, 5 steps, batch size 10)" in lines[1]
