@@ -12,16 +12,11 @@ spiking network's net spike counts reach.
 """
 
 import argparse
-import os
-import sys
 
 import numpy as np
+from model_options import add_model_options, load_model_and_images, spiking_network
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ann2snn.data import load_test_set  # noqa: E402
-from ann2snn.model_file import MODEL_FILE_NAME, load_model  # noqa: E402
-from ann2snn.quantized_ann import forward  # noqa: E402
+from ann2snn.quantized_ann import forward_network
 
 
 def count_statistics(counts):
@@ -34,21 +29,15 @@ def count_statistics(counts):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model_dir", required=True,
-                        help="folder of a quantized model_fashion_mnist.npz")
-    parser.add_argument("--num_images", type=int, default=1000,
-                        help="first test images to use (default: 1000)")
-    parser.add_argument("--data_dir", default="./data", help="Fashion-MNIST folder (default: ./data)")
+    add_model_options(parser, 1000, "first test images to use",
+                      model_help="folder of a quantized model_fashion_mnist.npz", with_k=False)
     args = parser.parse_args()
 
-    model = load_model(os.path.join(args.model_dir, MODEL_FILE_NAME))
+    model, images, _ = load_model_and_images(args)
     if model.k is None:
         parser.error(f"{args.model_dir} contains a full-precision model: pass the folder of a "
                      f"quantized one")
-    images, _ = load_test_set(args.data_dir)
-    images = images[:args.num_images]
-    counts, _ = forward(model.architecture, model.params, model.k,
-                        model.metadata.get("bn_epsilon", 1e-5), images)
+    counts, _ = forward_network(spiking_network(model), images)
     print(f"{model.architecture.name} k={model.k}, {len(images)} test images; non-zero "
           f"activations in levels (spikes):")
     for layer, layer_counts in zip(model.architecture.hidden, counts):

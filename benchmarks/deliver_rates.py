@@ -18,15 +18,12 @@ layers' weights fit in L2.
 """
 
 import argparse
-import os
-import sys
 import time
 
 import numpy as np
+from model_options import positive_int
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ann2snn import event_kernels  # noqa: E402
+from ann2snn import event_kernels
 
 # name, input shape (H, W, C), kernel size, stride, output channels, spikes per call
 LAYERS = (
@@ -52,11 +49,9 @@ def spike_buffer(rng, input_shape, num_spikes):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=20000,
+    parser.add_argument("--calls", type=positive_int, default=20000,
                         help="timed calls per layer (default: 20000)")
     args = parser.parse_args()
-    if args.calls < 1:
-        parser.error(f"--calls {args.calls} is invalid: use at least 1")
 
     rng = np.random.default_rng(0)
     for name, input_shape, kernel, stride, out_channels, num_spikes in LAYERS:

@@ -12,17 +12,10 @@ set of 10,000 images and 20 time steps.
 """
 
 import argparse
-import os
-import sys
 import time
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ann2snn.data import load_test_set  # noqa: E402
-from ann2snn.model_file import MODEL_FILE_NAME, load_model  # noqa: E402
-from ann2snn.spiking_utils import SpikingNetwork  # noqa: E402
+from model_options import add_model_options, load_model_and_images, spiking_network
 
 FULL_TEST_SET = 10000
 TIME_STEPS = 20
@@ -67,18 +60,14 @@ def sops_per_layer(network, images, time_steps):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model_dir", required=True, help="folder of a LeNet model_fashion_mnist.npz")
-    parser.add_argument("--k", type=int, default=1, help="quantization level of the model (default: 1)")
-    parser.add_argument("--num_images", type=int, default=100,
-                        help="test images for the SOP count (default: 100)")
-    parser.add_argument("--data_dir", default="./data", help="Fashion-MNIST folder (default: ./data)")
+    add_model_options(parser, 100, "first test images for the SOP count",
+                      model_help="folder of a LeNet model_fashion_mnist.npz")
     args = parser.parse_args()
 
-    model = load_model(os.path.join(args.model_dir, MODEL_FILE_NAME), k=args.k)
+    model, images, _ = load_model_and_images(args)
     arch = model.architecture
-    images, _ = load_test_set(args.data_dir)
-    network = SpikingNetwork(arch, model.params, model.k, model.metadata.get("bn_epsilon", 1e-5))
-    sops, sops_per_image = sops_per_layer(network, images[:args.num_images], TIME_STEPS)
+    network = spiking_network(model)
+    sops, sops_per_image = sops_per_layer(network, images, TIME_STEPS)
 
     print(f"{arch.name} k={model.k}, {args.num_images} images, {TIME_STEPS} time steps")
     total_macs = 0

@@ -25,11 +25,9 @@ import tempfile
 # which keeps the LLVM modules whose function addresses go into the map.
 os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="profile_kernel-")
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from model_options import add_model_options, load_model_and_images  # noqa: E402
 
 from ann2snn import event_kernels  # noqa: E402
-from ann2snn.data import load_test_set  # noqa: E402
-from ann2snn.model_file import MODEL_FILE_NAME, load_model  # noqa: E402
 from ann2snn.simulation import simulate  # noqa: E402
 
 KERNELS = (event_kernels.simulate_images, event_kernels._deliver,
@@ -40,6 +38,8 @@ LAST_SIZE = 0x10000
 
 def compiled_functions():
     """Return sorted (address, name) of every function that Numba compiled for KERNELS."""
+    # NOTE: reads Numba's private _final_module and _linking_libraries, checked with
+    # Numba 0.68.1 only; another version may rename them.
     found = set()
     for kernel in KERNELS:
         for result in kernel.overloads.values():
@@ -65,21 +65,15 @@ def write_perf_map(functions):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model_dir", required=True, help="folder of a model_fashion_mnist.npz")
-    parser.add_argument("--k", type=int, default=1, help="quantization level of the model (default: 1)")
-    parser.add_argument("--num_images", type=int, default=3000,
-                        help="test images simulated while perf records (default: 3000)")
+    add_model_options(parser, 3000, "first test images, simulated while perf records")
     parser.add_argument("--seconds", type=float, default=5.0,
                         help="seconds that perf records, from the start of the simulation (default: 5)")
-    parser.add_argument("--data_dir", default="./data", help="Fashion-MNIST folder (default: ./data)")
     parser.add_argument("--output", default="kernel.perf", help="perf data file (default: kernel.perf)")
     args = parser.parse_args()
     if shutil.which("perf") is None:
         parser.error("perf not found: install it (Debian: apt-get install linux-perf)")
 
-    model = load_model(os.path.join(args.model_dir, MODEL_FILE_NAME), k=args.k)
-    images, labels = load_test_set(args.data_dir)
-    images, labels = images[:args.num_images], labels[:args.num_images]
+    model, images, labels = load_model_and_images(args)
     print("compiling the kernels (tens of seconds)", flush=True)
     simulate(model, images[:50], labels[:50], 20, 50, progress=False, compare_with_ann=False)
     map_path = write_perf_map(compiled_functions())

@@ -15,16 +15,9 @@ that scheme against those of spike-by-spike delivery, on the first
 """
 
 import argparse
-import os
-import sys
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ann2snn.data import load_test_set  # noqa: E402
-from ann2snn.model_file import MODEL_FILE_NAME, load_model  # noqa: E402
-from ann2snn.spiking_utils import SpikingNetwork  # noqa: E402
+from model_options import add_model_options, load_model_and_images, positive_int, spiking_network
 
 
 def spike_trains(network, images, time_steps):
@@ -65,18 +58,14 @@ def run_deliveries(train):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model_dir", required=True, help="folder of a LeNet or MLP model_fashion_mnist.npz")
-    parser.add_argument("--k", type=int, default=1, help="quantization level of the model (default: 1)")
-    parser.add_argument("--num_images", type=int, default=200, help="test images (default: 200)")
-    parser.add_argument("--time_steps", type=int, default=20, help="time steps (default: 20)")
-    parser.add_argument("--data_dir", default="./data", help="Fashion-MNIST folder (default: ./data)")
+    add_model_options(parser, 200, "first test images to use",
+                      model_help="folder of a LeNet or MLP model_fashion_mnist.npz")
+    parser.add_argument("--time_steps", type=positive_int, default=20, help="time steps (default: 20)")
     args = parser.parse_args()
 
-    model = load_model(os.path.join(args.model_dir, MODEL_FILE_NAME), k=args.k)
+    model, images, _ = load_model_and_images(args)
     arch = model.architecture
-    images, _ = load_test_set(args.data_dir)
-    images = images[:args.num_images]
-    network = SpikingNetwork(arch, model.params, model.k, model.metadata.get("bn_epsilon", 1e-5))
+    network = spiking_network(model)
     trains = spike_trains(network, images, args.time_steps)
 
     print(f"{arch.name} k={model.k}, {len(images)} images, {args.time_steps} time steps; "

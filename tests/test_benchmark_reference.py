@@ -281,3 +281,16 @@ def test_kernel_speed_script_runs(lenet_model_dir, data_dir):
     assert len(lines) == 2
     assert lines[0].startswith("run 1: ")
     assert f"ms per image ({NUM_IMAGES} images, 5 steps, batch size 10)" in lines[1]
+
+
+def test_activation_counts_script_runs(lenet_model_dir, data_dir):
+    """benchmarks/activation_counts.py prints one line per hidden layer of the model."""
+    completed = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARK_DIR, "activation_counts.py"), "--model_dir",
+         str(lenet_model_dir), "--num_images", str(NUM_IMAGES), "--data_dir", data_dir],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert lines[0].startswith(f"LeNet k=1, {NUM_IMAGES} test images")
+    assert [line.split()[0] for line in lines[1:]] == [layer.name for layer in LENET.hidden]
