@@ -89,8 +89,8 @@ def _deliver(spikes, num_spikes, weights, stride, membrane, dirty):
     sops = 0
     first = 0
     while first < num_spikes:
-        # Spikes arrive grouped by input position (the update writes them position by
-        # position), and the spikes of a group reach the same output positions.
+        # The update writes spikes position by position, so consecutive spikes often
+        # share an input position: such a group reaches the same output positions.
         row, column = spikes[first, 0], spikes[first, 1]
         end = first + 1
         while end < num_spikes and spikes[end, 0] == row and spikes[end, 1] == column:
@@ -220,8 +220,8 @@ def simulate_images(inputs, first_weights, first_stride, first_offset, first_thr
             sops = 0
 
             for layer in range(1, num_layers):
-                # Every typed-list access updates a reference count atomically: read each
-                # list once per layer and step, never per spike.
+                # Every read of a typed-list element updates a reference count atomically,
+                # so each list is read once per layer and step, never per spike.
                 membrane = membranes[layer]
                 dirty = dirties[layer]
                 sent = buffers[layer]

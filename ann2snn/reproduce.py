@@ -126,9 +126,10 @@ def simulate(arch, key, data_dir, folder=None, figs_dir=None, time_steps=INITIAL
              options=()):
     """Run the Spiking script with --verify, doubling the time steps until every neuron settles.
 
-    Returns the time steps of the run that passed. The model and spiking.log are in `folder` (default: pretrained/<arch>/<key>),
-    the logs go to `figs_dir` (default: the script's figs/). `options` are
-    appended to every command, such as ("--num_images", "200").
+    Returns the time steps of the run that passed. The model and spiking.log
+    are in `folder` (default: pretrained/<arch>/<key>), and the logs go to
+    `figs_dir` (default: the script's figs/). `options` are appended to every
+    command, such as ("--num_images", "200").
     """
     folder = folder or model_dir(arch, key)
     arch_folder = os.path.join(REPO_ROOT, arch)

@@ -312,8 +312,8 @@ def train_epochs(session, graph, args, finished_epochs, train_set, validation_se
                  "while saving" if saving else "in", finished_epochs + 1, args.n_epoch,
                  os.path.abspath(args.model_dir))
         if os.path.isfile(os.path.join(args.model_dir, MODEL_FILE_NAME)):
-            log.info("%s is still the one of the previous finished run: it is rewritten when "
-                     "the training finishes, and --mode inference writes it from the "
+            log.info("%s still contains the model of the previous finished run: the training "
+                     "rewrites it when it finishes, or run --mode inference to write it from the "
                      "checkpoint now", MODEL_FILE_NAME)
         raise
     return finished_epochs

@@ -152,8 +152,8 @@ def run_worker(args):
             stats.sort_stats(order).print_stats(PROFILE_ENTRIES)
         return 0
 
-    # One untimed batch first: the project's first call compiles its Numba kernels, or
-    # loads them from the cache, which is a one-off cost and not simulation speed.
+    # The project's first call compiles its Numba kernels or loads them from the cache.
+    # That one-off cost is not simulation speed, so one batch runs untimed first.
     warm_start = time.perf_counter()
     run_simulator(args.worker, model, images[:args.batch_size], labels[:args.batch_size], args)
     warm_seconds = time.perf_counter() - warm_start

@@ -338,7 +338,7 @@ def test_training_interrupted_then_resumed(trained_one_epoch, tracer, tmp_path):
     assert any(line.startswith("epoch 2/3") for line in lines), lines
     assert not any(line.startswith("epoch 3/3") for line in lines), lines
     assert any("--resume True continues from it" in line for line in lines), lines
-    assert any(line.startswith(f"{MODEL_FILE_NAME} is still the one of the previous finished run")
+    assert any(line.startswith(f"{MODEL_FILE_NAME} still contains the model of the previous finished run")
                for line in lines), lines
     assert state_names(model_dir) == FINAL
     assert (model_dir / MODEL_FILE_NAME).read_bytes() == npz_before
