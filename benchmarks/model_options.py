@@ -15,8 +15,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ann2snn import cli  # noqa: E402
 from ann2snn.cli import positive_int  # noqa: E402,F401  (for the scripts' own options)
-from ann2snn.data import load_test_set  # noqa: E402
-from ann2snn.model_file import MODEL_FILE_NAME, load_model  # noqa: E402
+from ann2snn.data import DataError, load_test_set  # noqa: E402
+from ann2snn.model_file import MODEL_FILE_NAME, ModelFileError, load_model  # noqa: E402
 from ann2snn.simulation import DEFAULT_BN_EPSILON  # noqa: E402
 from ann2snn.spiking_utils import SpikingNetwork  # noqa: E402
 
@@ -34,9 +34,15 @@ def add_model_options(parser, num_images, images_help,
 
 
 def load_model_and_images(args):
-    """Return the model of args.model_dir and the first args.num_images test images and labels."""
-    model = load_model(os.path.join(args.model_dir, MODEL_FILE_NAME), k=getattr(args, "k", "any"))
-    images, labels = load_test_set(args.data_dir)
+    """Return the model of args.model_dir and the first args.num_images test images and labels.
+
+    Exits with the loader's message and code 1 when the model or the data cannot be used.
+    """
+    try:
+        model = load_model(os.path.join(args.model_dir, MODEL_FILE_NAME), k=getattr(args, "k", "any"))
+        images, labels = load_test_set(args.data_dir)
+    except (ModelFileError, DataError) as error:
+        sys.exit(f"error: {error}")
     return model, images[:args.num_images], labels[:args.num_images]
 
 

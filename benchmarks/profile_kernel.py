@@ -27,7 +27,7 @@ os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="profile_kernel-")
 
 from model_options import add_model_options, load_model_and_images  # noqa: E402
 
-from ann2snn import event_kernels  # noqa: E402
+from ann2snn import cli, event_kernels  # noqa: E402
 from ann2snn.simulation import simulate  # noqa: E402
 
 KERNELS = (event_kernels.simulate_images, event_kernels._deliver,
@@ -66,7 +66,7 @@ def write_perf_map(functions):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_options(parser, 3000, "first test images, simulated while perf records")
-    parser.add_argument("--seconds", type=float, default=5.0,
+    parser.add_argument("--seconds", type=cli.positive_float, default=5.0,
                         help="seconds that perf records, from the start of the simulation (default: 5)")
     parser.add_argument("--output", default="kernel.perf", help="perf data file (default: kernel.perf)")
     args = parser.parse_args()
@@ -81,11 +81,13 @@ def main():
 
     recorder = subprocess.Popen(["perf", "record", "-F", "999", "-p", str(os.getpid()),
                                  "-o", args.output, "--", "sleep", str(args.seconds)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     simulate(model, images, labels, 20, 50, progress=False, compare_with_ann=False)
-    if recorder.wait() != 0:
-        print(f"error: perf record failed with exit code {recorder.returncode}; run as root or "
-              f"lower kernel.perf_event_paranoid", file=sys.stderr)
+    _, perf_errors = recorder.communicate()
+    if recorder.returncode != 0:
+        # perf's own message says why, e.g. a missing permission or an unwritable --output.
+        print(f"error: perf record failed with exit code {recorder.returncode}:\n"
+              f"{perf_errors.strip()}", file=sys.stderr)
         return 1
     report = subprocess.run(["perf", "report", "-i", args.output, "--no-children", "--sort", "sym",
                              "--stdio"], capture_output=True, text=True)

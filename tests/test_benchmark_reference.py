@@ -294,3 +294,18 @@ def test_activation_counts_script_runs(lenet_model_dir, data_dir):
     lines = completed.stdout.splitlines()
     assert lines[0].startswith(f"LeNet k=1, {NUM_IMAGES} test images")
     assert [line.split()[0] for line in lines[1:]] == [layer.name for layer in LENET.hidden]
+
+
+@pytest.mark.parametrize("script", ["activation_counts.py", "floor.py", "kernel_speed.py",
+                                    "spike_runs.py"])
+def test_analysis_script_reports_missing_model(script, tmp_path, data_dir):
+    """The analysis scripts print the loader's message, not a traceback, for a bad --model_dir."""
+    completed = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARK_DIR, script), "--model_dir", str(tmp_path),
+         "--data_dir", data_dir],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    assert completed.returncode == 1, completed.stderr
+    assert "Traceback" not in completed.stderr, completed.stderr
+    assert completed.stderr.startswith(
+        f"error: model file not found: {tmp_path / MODEL_FILE_NAME}"), completed.stderr
