@@ -11,11 +11,14 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 
 # A spiking neuron sends at most one spike per time step, so a level above this
 # needs thousands of time steps per activation unit and is almost surely a typo.
 MAX_K = 8
+# NumPy's legacy random generator, which the training shuffles with, takes seeds below 2^32.
+MAX_SEED = 2 ** 32 - 1
 
 
 class UsageError(Exception):
@@ -70,6 +73,41 @@ def positive_float(text):
     return value
 
 
+def seed_value(text):
+    """Parse a random seed: an integer from 0 to MAX_SEED."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid seed {text!r}: use an integer from 0 to {MAX_SEED}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"invalid seed {value}: use an integer from 0 to {MAX_SEED}")
+    return value
+
+
+def check_output_folder(path, option):
+    """Raise UsageError unless `path` is a folder, or can become one, that this process can write to.
+
+    Creates nothing. A missing folder is checked at its nearest existing parent, where
+    a temporary file is created and removed again.
+    """
+    target = os.path.abspath(path)
+    existing = target
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        if existing == target:
+            raise UsageError(f"{option} {path} is a file, not a folder: pass a folder")
+        raise UsageError(f"{option} {path} cannot be created because {existing} is a file: "
+                         f"pass another folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise UsageError(f"cannot write to {option} {path}: {existing} is not writable "
+                         f"({error.strerror}). Pass a folder you can write to.") from None
+
+
 def script_folder(script_path):
     """Return the folder of the script at `script_path` (where figs/ lives)."""
     return os.path.dirname(os.path.abspath(script_path))
@@ -86,8 +124,9 @@ def add_common_options(parser, script_path):
     parser.add_argument("--figs_dir", default=os.path.join(script_folder(script_path), "figs"),
                         help="folder for logs and recorded accuracies "
                              "(default: figs/ next to the script)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="random seed for initialization and shuffling (default: 0)")
+    parser.add_argument("--seed", type=seed_value, default=0,
+                        help=f"random seed for initialization and shuffling, 0 to {MAX_SEED} "
+                             "(default: 0)")
 
 
 def training_parser(description, script_path, quantized, default_epochs):
@@ -173,7 +212,7 @@ def _raise_terminated(signum, frame):
 def run_main(main, argv=None):
     """Run `main(argv)` and turn the project's expected errors into one message and an exit code.
 
-    UsageError exits with 2, DataError and ModelFileError with 1. SIGINT exits with
+    UsageError exits with 2, DataError, ModelFileError and OSError with 1. SIGINT exits with
     130 and SIGTERM with 143 (128 + the signal number), after the cleanup of the
     interrupted write has run.
     """
@@ -192,6 +231,12 @@ def run_main(main, argv=None):
         return 2
     except (DataError, ModelFileError) as error:
         log.error("error: %s", error)
+        return 1
+    except OSError as error:
+        # The output folders are checked before any work starts, so this is a write that
+        # failed later, e.g. on a full disk or a folder whose permissions changed meanwhile.
+        log.error("error: %s. Check that the folder exists, is writable and has free space, "
+                  "then run the command again.", error)
         return 1
     except KeyboardInterrupt as error:
         signum = signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT

@@ -206,3 +206,9 @@ def _check_params(arch, params, path):
             raise ModelFileError(
                 f"{path}: parameter {name} contains {bad_count} NaN or Inf values, expected "
                 f"finite values; the training diverged or the file is damaged. Retrain the model.")
+        negative_count = int(np.count_nonzero(value < 0)) if name.endswith("/moving_variance") else 0
+        if negative_count:
+            raise ModelFileError(
+                f"{path}: parameter {name} contains {negative_count} negative values, but a "
+                f"variance is at least 0; the file is damaged or was not written by batch-norm "
+                f"training. Retrain the model.")

@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 
+from .cli import MAX_SEED, seed_value
 from .logs import write_json_atomically
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -179,7 +180,8 @@ def main(argv=None):
                         help="architectures to run (default: MLP, then LeNet)")
     parser.add_argument("--keys", nargs="+", choices=KEYS, default=list(KEYS),
                         help="models to run: k0 k1 k2 fp32 (default: all four)")
-    parser.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    parser.add_argument("--seed", type=seed_value, default=0,
+                        help=f"training seed, 0 to {MAX_SEED} (default: 0)")
     parser.add_argument("--data_dir", default=os.path.join(REPO_ROOT, "data"),
                         help="Fashion-MNIST folder (default: data/ in the repository)")
     parser.add_argument("--manifest_only", action="store_true",

@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import logs, quantized_ann
-from .cli import UsageError
+from .cli import UsageError, check_output_folder
 from .data import TEST_SIZE, load_test_set
 from .model_file import MODEL_FILE_NAME, load_model
 from .spiking_utils import SpikingNetwork, Trace
@@ -218,6 +218,8 @@ def run(arch, args):
             f"--num_images {args.num_images} is larger than the test set "
             f"({TEST_SIZE} images): use at most {TEST_SIZE}")
 
+    check_output_folder(args.figs_dir, "--figs_dir")
+
     model = load_model(os.path.join(args.model_dir, MODEL_FILE_NAME), arch=arch, k=args.k,
                        allow_pickle=args.allow_pickle)
     if model.k == "unknown":
@@ -229,8 +231,14 @@ def run(arch, args):
     x_test, y_test = load_test_set(args.data_dir)
     x_test, y_test = x_test[:args.num_images], y_test[:args.num_images]
 
-    result = simulate(model, x_test, y_test, args.time_steps, args.batch_size, verify=args.verify,
-                      engine=args.engine)
+    try:
+        result = simulate(model, x_test, y_test, args.time_steps, args.batch_size,
+                          verify=args.verify, engine=args.engine)
+    except MemoryError as error:
+        raise UsageError(
+            f"not enough memory to simulate {len(x_test)} images for --time_steps "
+            f"{args.time_steps} with --batch_size {args.batch_size} ({error}). Use fewer "
+            f"--time_steps, a smaller --batch_size or fewer --num_images.") from None
     run_dir = os.path.join(args.figs_dir, f"k{args.k}")
     summary = summarize(result, model, args.time_steps, args.batch_size, run_dir)
     summary["command"] = " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])

@@ -21,8 +21,8 @@ import time
 import numpy as np
 
 from . import logs
-from .cli import UsageError
-from .data import TRAIN_SIZE, VALIDATION_SIZE, load_fashion_mnist
+from .cli import MAX_SEED, UsageError, check_output_folder
+from .data import TEST_SIZE, TRAIN_SIZE, VALIDATION_SIZE, load_fashion_mnist
 from .model_file import MODEL_FILE_NAME, ModelFileError, save_model
 
 log = logging.getLogger("ann2snn.training")
@@ -95,8 +95,9 @@ def train_epoch(session, graph, x, y, batch_size, seed, epoch):
     """Run one epoch of Adam steps; return the mean training (loss, accuracy)."""
     import tensorlayer as tl
 
-    # Seeding per epoch makes a resumed run shuffle exactly as an uninterrupted one.
-    np.random.seed(seed + epoch)
+    # Seeding per epoch makes a resumed run shuffle exactly as an uninterrupted one. The
+    # modulo keeps seeds near MAX_SEED valid and leaves every smaller seed + epoch unchanged.
+    np.random.seed((seed + epoch) % (MAX_SEED + 1))
     losses, accuracies = [], []
     for x_batch, y_batch in tl.iterate.minibatches(x, y, batch_size, shuffle=True):
         _, batch_loss, batch_accuracy = session.run(
@@ -117,9 +118,21 @@ def checkpoint_path(model_dir):
 
 def check_options(args):
     """Raise UsageError for options that cannot work, before TensorFlow or the data is loaded."""
+    available = TRAIN_SIZE - VALIDATION_SIZE
+    if args.num_train_images is not None and args.num_train_images > available:
+        raise UsageError(
+            f"--num_train_images {args.num_train_images} is larger than the training set "
+            f"({available} images, the other {VALIDATION_SIZE} are held out for validation): "
+            f"use at most {available}")
+    evaluation_size = min(VALIDATION_SIZE, TEST_SIZE)
+    if args.num_eval_images is not None and args.num_eval_images > evaluation_size:
+        raise UsageError(
+            f"--num_eval_images {args.num_eval_images} is larger than the validation and test "
+            f"sets ({evaluation_size} images each): use at most {evaluation_size}")
+    check_output_folder(args.model_dir, "--model_dir")
+    check_output_folder(args.figs_dir, "--figs_dir")
     if args.mode == "training":
-        available = TRAIN_SIZE - VALIDATION_SIZE
-        num_train_images = min(args.num_train_images or available, available)
+        num_train_images = args.num_train_images or available
         if args.batch_size > num_train_images:
             raise UsageError(
                 f"--batch_size {args.batch_size} is larger than the {num_train_images} "
@@ -272,16 +285,26 @@ def save_checkpoint(session, graph, model_dir):
     _promote_partial_checkpoint(model_dir)
 
 
-def restore_checkpoint(session, graph, path):
-    """Restore the checkpoint at `path` (from find_checkpoint); return the epochs it finished."""
+def restore_checkpoint(session, graph, path, arch):
+    """Restore the checkpoint at `path` (from find_checkpoint); return the epochs it finished.
+
+    Raises ModelFileError when the checkpoint belongs to another network or cannot be read.
+    """
     tf = _import_tensorflow()
     try:
         graph.saver.restore(session, path)
-    except tf.errors.OpError as error:
-        first_line = str(error).strip().splitlines()[0]
+    except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as error:
+        # TensorFlow's message spans many lines and ends in a stack trace, so only its type is kept.
         raise ModelFileError(
-            f"checkpoint {path} does not fit this network (another architecture?): "
-            f"{first_line}") from error
+            f"checkpoint {path} does not fit the {arch.name} network: it lacks some of its "
+            f"variables or stores them with other shapes ({type(error).__name__}), so it was "
+            f"probably written for another architecture. Pass --model_dir with a "
+            f"{arch.name} checkpoint, or train from scratch with --resume False.") from error
+    except tf.errors.OpError as error:
+        raise ModelFileError(
+            f"checkpoint {path} could not be read ({type(error).__name__}): its files are "
+            f"probably truncated or damaged. Restore them from a copy, or train from scratch "
+            f"with --resume False.") from error
     return int(session.run(graph.epoch))
 
 
@@ -348,7 +371,7 @@ def run(arch, args, k):
         session.run(tf1.global_variables_initializer())
         finished_epochs = 0
         if checkpoint is not None:
-            finished_epochs = restore_checkpoint(session, graph, checkpoint)
+            finished_epochs = restore_checkpoint(session, graph, checkpoint, arch)
             log.info("restored %s after epoch %d", checkpoint, finished_epochs)
 
         if args.mode == "training":

@@ -167,6 +167,19 @@ def test_spiking_model_not_finite(trained, tmp_path, bad_value):
     assert_empty(tmp_path / "figs")
 
 
+def test_spiking_model_negative_variance(trained, tmp_path):
+    model_dir = model_copy(trained, tmp_path)
+    path = model_dir / MODEL_FILE_NAME
+    arrays = native_arrays(path)
+    arrays["param_04"][:2] = -0.5  # fc1/moving_variance
+    np.savez(path, **arrays)
+
+    result = spiking("MLP", model_dir, tmp_path / "figs", trained / "data", "--verify")
+    assert_clean_error(result, 1, str(path), "parameter fc1/moving_variance contains 2 negative "
+                       "values", "Retrain the model")
+    assert_empty(tmp_path / "figs")
+
+
 def truncated(data):
     return data[:len(data) // 2]
 
@@ -268,6 +281,7 @@ SPIKING_OPTION_CASES = {
     "num images zero": (["--num_images", "0"], "argument --num_images: invalid value 0"),
     "num images too large": (["--num_images", "10001"],
                              "--num_images 10001 is larger than the test set (10000 images)"),
+    "seed not integer": (["--seed", "x"], "argument --seed: invalid seed 'x'"),
 }
 
 
@@ -292,6 +306,14 @@ TRAINING_OPTION_CASES = {
     "batch size zero": (["--batch_size", "0"], "argument --batch_size: invalid value 0"),
     "epochs zero": (["--n_epoch", "0"], "argument --n_epoch: invalid value 0"),
     "resume not boolean": (["--resume", "maybe"], "argument --resume: invalid boolean 'maybe'"),
+    "seed negative": (["--seed", "-5"], "argument --seed: invalid seed -5: use an integer from 0"),
+    "seed too large": (["--seed", str(2 ** 32)], f"argument --seed: invalid seed {2 ** 32}"),
+    "too many training images": (["--num_train_images", "100000"],
+                                 "--num_train_images 100000 is larger than the training set "
+                                 "(50000 images"),
+    "too many evaluation images": (["--num_eval_images", "20000"],
+                                   "--num_eval_images 20000 is larger than the validation and "
+                                   "test sets (10000 images each)"),
     "batch larger than slice": (["--num_train_images", "50", "--batch_size", "100"],
                                 "--batch_size 100 is larger than the 50 training images"),
     "resume without checkpoint": (["--resume", "True"],
@@ -337,22 +359,125 @@ def test_resume_with_checkpoint_files_missing(tmp_path):
     assert_empty(tmp_path / "data")
 
 
-def test_resume_checkpoint_other_k(trained, tmp_path):
-    model_dir = tmp_path / "model"
-    shutil.copytree(trained / "model", model_dir)
-    before = {path.name: path.read_bytes() for path in model_dir.iterdir()}
-    result = run_script("MLP", "Quant_MLP_FashionMNIST.py", "--k", 2, "--resume", "True",
-                        "--data_dir", tmp_path / "data", "--model_dir", model_dir,
-                        "--figs_dir", tmp_path / "figs")
-    assert_clean_error(result, 1, "was trained with k=0, but k=2 was requested")
-    assert {path.name: path.read_bytes() for path in model_dir.iterdir()} == before
-    assert_empty(tmp_path / "figs")
-    assert_empty(tmp_path / "data")
-
-
 def test_verify_reports_unsettled_counts(trained, tmp_path):
     result = run_script(
         "MLP", "Spiking_MLP_FashionMNIST.py", "--k", 0, "--time_steps", 1,
         "--num_images", SPIKING_IMAGES, "--verify", "--data_dir", trained / "data",
         "--model_dir", trained / "model", "--figs_dir", tmp_path / "figs")
     assert_clean_error(result, 1, "counts have not settled", "more --time_steps")
+
+
+def test_spiking_time_steps_beyond_memory(trained, tmp_path):
+    result = spiking("MLP", trained / "model", tmp_path / "figs", trained / "data",
+                     "--time_steps", 10 ** 13)
+    assert_usage_error(result, "not enough memory to simulate", f"--time_steps {10 ** 13}",
+                       "Use fewer --time_steps")
+    assert_empty(tmp_path / "figs")
+
+
+# --- Checkpoints --------------------------------------------------------------------
+
+
+def checkpoint_copy(trained, tmp_path):
+    """Return a new folder with a copy of the trained checkpoint and npz."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained / "model", model_dir)
+    return model_dir
+
+
+def file_contents(folder):
+    return {path.name: path.read_bytes() for path in Path(folder).iterdir()}
+
+
+def resume_training(arch_name, model_dir, tmp_path, data_dir, k=0):
+    """Run the Quant_ script of `arch_name` with --resume True on `model_dir`, for one more epoch."""
+    return run_script(arch_name, f"Quant_{arch_name}_FashionMNIST.py", "--k", k,
+                      "--resume", "True", "--n_epoch", 2, "--num_train_images", TRAIN_IMAGES,
+                      "--num_eval_images", EVAL_IMAGES, "--data_dir", data_dir,
+                      "--model_dir", model_dir, "--figs_dir", tmp_path / "figs")
+
+
+def test_resume_checkpoint_other_k(trained, tmp_path):
+    model_dir = checkpoint_copy(trained, tmp_path)
+    before = file_contents(model_dir)
+    result = resume_training("MLP", model_dir, tmp_path, tmp_path / "data", k=2)
+    assert_clean_error(result, 1, "was trained with k=0, but k=2 was requested")
+    assert file_contents(model_dir) == before
+    assert_empty(tmp_path / "figs")
+    assert_empty(tmp_path / "data")
+
+
+def test_resume_checkpoint_other_architecture(trained, tmp_path):
+    model_dir = checkpoint_copy(trained, tmp_path)
+    before = file_contents(model_dir)
+    result = resume_training("LeNet", model_dir, tmp_path, trained / "data")
+    assert_clean_error(result, 1, "does not fit the LeNet network", "NotFoundError",
+                       "Pass --model_dir with a LeNet checkpoint", "--resume False")
+    assert file_contents(model_dir) == before
+    assert_empty(tmp_path / "figs")
+
+
+def test_resume_checkpoint_truncated(trained, tmp_path):
+    model_dir = checkpoint_copy(trained, tmp_path)
+    (data_file,) = model_dir.glob("*.data-00000-of-00001")
+    data_file.write_bytes(data_file.read_bytes()[:1000])
+    before = file_contents(model_dir)
+    result = resume_training("MLP", model_dir, tmp_path, trained / "data")
+    assert_clean_error(result, 1, "could not be read", "truncated or damaged")
+    assert "does not fit" not in result.stderr, result.stderr
+    assert file_contents(model_dir) == before
+    assert_empty(tmp_path / "figs")
+
+
+# --- Output folders -------------------------------------------------------------------
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """Return a folder that this process cannot write to, as root too (immutable)."""
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    (folder / "kept.txt").write_text("kept\n")
+    if os.geteuid() == 0:
+        chattr = subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
+        if chattr.returncode != 0:
+            pytest.skip(f"chattr +i failed here: {chattr.stderr.decode().strip()}")
+        yield folder
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    else:
+        folder.chmod(0o500)
+        yield folder
+        folder.chmod(0o700)
+
+
+def test_spiking_figs_dir_read_only(trained, tmp_path, read_only_folder):
+    for figs_dir in (read_only_folder, read_only_folder / "figs"):
+        result = spiking("MLP", trained / "model", figs_dir, trained / "data")
+        assert_usage_error(result, f"cannot write to --figs_dir {figs_dir}",
+                           f"{read_only_folder} is not writable", "Pass a folder you can write to")
+    assert sorted(path.name for path in read_only_folder.iterdir()) == ["kept.txt"]
+
+
+def test_training_folders_read_only(tmp_path, read_only_folder):
+    for option in ("--model_dir", "--figs_dir"):
+        folders = {"--model_dir": tmp_path / "model", "--figs_dir": tmp_path / "figs",
+                   option: read_only_folder / "sub"}
+        result = run_script("MLP", "Quant_MLP_FashionMNIST.py", "--data_dir", tmp_path / "data",
+                            "--model_dir", folders["--model_dir"],
+                            "--figs_dir", folders["--figs_dir"])
+        assert_usage_error(result, f"cannot write to {option} {read_only_folder / 'sub'}")
+    assert sorted(path.name for path in read_only_folder.iterdir()) == ["kept.txt"]
+    for folder in ("model", "figs", "data"):
+        assert_empty(tmp_path / folder)
+
+
+def test_output_folder_is_file(trained, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("kept\n")
+    result = spiking("MLP", trained / "model", a_file, trained / "data")
+    assert_usage_error(result, f"--figs_dir {a_file} is a file, not a folder")
+    result = run_script("MLP", "Quant_MLP_FashionMNIST.py", "--data_dir", tmp_path / "data",
+                        "--model_dir", a_file / "model", "--figs_dir", tmp_path / "figs")
+    assert_usage_error(result, f"--model_dir {a_file / 'model'} cannot be created because "
+                               f"{a_file} is a file")
+    assert a_file.read_text() == "kept\n"
