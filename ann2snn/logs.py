@@ -452,23 +452,62 @@ def check_run_logs(run):
     Checks: 0 <= accuracy <= batch size; spike_num and sop_num non-negative and
     non-decreasing over the time steps; |spike_collect| <= spike_num; spike_num and
     spike_collect of equal parity, because (spike_num + spike_collect) / 2 counts
-    positive spikes. An empty list means every check passed.
+    positive spikes. Each message names the file and the broken definition, then the
+    first line that breaks it with its batch, time step and value, and the number of
+    such lines. An empty list means every check passed.
     """
+    def message(definition, mask, describe_value):
+        # np.nonzero lists the entries in file order: batch by batch, step by step.
+        batches, steps = np.nonzero(mask)
+        batch, step = int(batches[0]), int(steps[0])
+        line = batch * mask.shape[1] + step + 1
+        total = "1 line" if len(batches) == 1 else f"{len(batches)} lines"
+        return (f"{definition}, first at line {line} (batch {batch + 1}, time step {step + 1}): "
+                f"{describe_value(batch, step)} ({total} in total)")
+
     problems = []
     batch_sizes = np.asarray(run.batch_sizes)[:, None]
-    if np.any(run.accuracy < 0) or np.any(run.accuracy > batch_sizes):
-        problems.append("accuracy.txt: a value is negative or larger than its batch size")
+    accuracy = run.accuracy
+    wrong_accuracy = (accuracy < 0) | (accuracy > batch_sizes)
+    if np.any(wrong_accuracy):
+        problems.append(message(
+            "accuracy.txt: a value is negative or larger than its batch size", wrong_accuracy,
+            lambda batch, step: f"{accuracy[batch, step]} in a batch of {batch_sizes[batch, 0]} images"))
+
     for name in ("spike_num", "sop_num"):
         array = getattr(run, name)
-        if np.any(array < 0):
-            problems.append(f"{name}.txt: a value is negative")
-        if np.any(np.diff(array, axis=1) < 0):
-            problems.append(f"{name}.txt: a cumulative count decreases between time steps")
-    if np.any(np.abs(run.spike_collect) > run.spike_num):
-        problems.append("spike_collect.txt: |net spikes| exceeds the spike count of spike_num.txt")
-    if np.any((run.spike_num + run.spike_collect) % 2 != 0):
-        problems.append("spike_num.txt and spike_collect.txt: a pair of values has odd sum, "
-                        "so the positive spike count is not a whole number")
+        negative = array < 0
+        if np.any(negative):
+            problems.append(message(
+                f"{name}.txt: a value is negative", negative,
+                lambda batch, step, array=array: f"{array[batch, step]}"))
+        # Neighbors are compared instead of subtracted, because the difference of two
+        # int64 values can overflow.
+        decreasing = np.zeros(array.shape, dtype=bool)
+        decreasing[:, 1:] = array[:, 1:] < array[:, :-1]
+        if np.any(decreasing):
+            problems.append(message(
+                f"{name}.txt: a cumulative count decreases between time steps", decreasing,
+                lambda batch, step, array=array: f"{array[batch, step]} after {array[batch, step - 1]}"))
+
+    spike_num = run.spike_num
+    spike_collect = run.spike_collect
+    # np.abs(spike_collect) would overflow for the most negative int64. Negating
+    # spike_num cannot overflow where it is non-negative, and a negative spike_num is
+    # reported above.
+    too_many_net = (spike_collect > spike_num) | (spike_collect < -spike_num)
+    if np.any(too_many_net):
+        problems.append(message(
+            "spike_collect.txt: |net spikes| exceeds the spike count of spike_num.txt", too_many_net,
+            lambda batch, step: (f"net spikes {spike_collect[batch, step]}, "
+                                 f"spike_num {spike_num[batch, step]}")))
+    # A sum that overflows wraps modulo 2**64, which keeps its parity.
+    odd_sum = (spike_num + spike_collect) % 2 != 0
+    if np.any(odd_sum):
+        problems.append(message(
+            "spike_num.txt and spike_collect.txt: a pair of values has odd sum, "
+            "so the positive spike count is not a whole number", odd_sum,
+            lambda batch, step: f"{spike_num[batch, step]} and {spike_collect[batch, step]}"))
     return problems
 
 

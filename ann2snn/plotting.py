@@ -8,8 +8,10 @@
   with the number of hidden neurons.
 
 The scripts in LeNet/figs and MLP/figs call main(). Every plotted number comes from
-the logs, the summaries and ann_accuracy.json. A run with an invalid log is skipped
-with a logged error, and main() returns 1 only when nothing can be plotted.
+the logs, the summaries and ann_accuracy.json. A run folder that cannot be read,
+contains another architecture's logs or breaks the log definitions is skipped with
+a logged error, and main() then writes no figure and returns 1. The labels mark a
+run that failed --verify or covers only part of the test set.
 """
 
 import argparse
@@ -22,8 +24,10 @@ import matplotlib
 import numpy as np
 
 from ann2snn.architectures import get_architecture
+from ann2snn.data import TEST_SIZE
 from ann2snn.logs import (
-    LogError, check_run_logs, find_runs, read_ann_accuracy, read_run_logs, write_bytes_atomically)
+    ANN_ACCURACY_NAME, SUMMARY_NAME, LogError, check_run_logs, find_runs, read_ann_accuracy,
+    read_run_logs, write_bytes_atomically)
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +48,47 @@ def figure_file_name(figure, architecture):
 # --- Values computed from the logs ----------------------------------------------------
 
 
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def verify_mismatch_counts(run):
+    """Return the summary's {layer: mismatching neurons} of --verify, or None.
+
+    None means that the run was simulated without --verify or that the value is not
+    an object of non-negative integers.
+    """
+    counts = run.summary.get("verify_mismatches")
+    if isinstance(counts, dict) and all(_is_count(count) for count in counts.values()):
+        return counts
+    return None
+
+
+def run_notes(run):
+    """Return the notes that the labels of a run carry, e.g. ["failed --verify"].
+
+    A run gets "failed --verify" when a layer has mismatching neurons, and
+    "first N test images" when it covers fewer than the TEST_SIZE test images.
+    """
+    notes = []
+    counts = verify_mismatch_counts(run)
+    if counts and any(counts.values()):
+        notes.append("failed --verify")
+    if run.num_images < TEST_SIZE:
+        if run.num_images == 1:
+            notes.append("first test image")
+        else:
+            notes.append(f"first {run.num_images:,} test images")
+    return notes
+
+
+def _label_with_notes(label, notes):
+    """Return `label` followed by the notes in brackets, e.g. "SNN k=1: ... (failed --verify)"."""
+    if not notes:
+        return label
+    return f"{label} ({', '.join(notes)})"
+
+
 def stable_from_step(values):
     """Return the first 1-based step from which `values` stays equal to its last value."""
     values = np.asarray(values)
@@ -61,6 +106,7 @@ class AccuracySeries:
     correct: np.ndarray  # correct predictions of all images per time step
     num_images: int
     ann_accuracy: object  # the quantized ANN's accuracy as a fraction, or None if unknown
+    notes: tuple = ()  # see run_notes
 
     @property
     def steps(self):
@@ -80,7 +126,8 @@ class AccuracySeries:
         return stable_from_step(self.correct)
 
     def label(self):
-        return f"SNN k={self.k}: {self.final_percent:.2f}% from step {self.stable_from_step}"
+        label = f"SNN k={self.k}: {self.final_percent:.2f}% from step {self.stable_from_step}"
+        return _label_with_notes(label, self.notes)
 
 
 def _entry_accuracy(ann_accuracy, key):
@@ -118,6 +165,7 @@ def accuracy_series(run, ann_accuracy=None):
         correct=run.accuracy.sum(axis=0),
         num_images=run.num_images,
         ann_accuracy=quantized_ann_accuracy(run, ann_accuracy or {}),
+        notes=tuple(run_notes(run)),
     )
 
 
@@ -128,6 +176,7 @@ class SopSeries:
     k: int
     sops_per_image: np.ndarray
     ann_operations_per_image: int
+    notes: tuple = ()  # see run_notes
 
     @property
     def steps(self):
@@ -143,8 +192,9 @@ class SopSeries:
         return self.final_sops_per_image / self.ann_operations_per_image
 
     def label(self):
-        return (f"SNN k={self.k}: {self.final_sops_per_image:,.0f} SOPs/image "
-                f"= {self.ratio_to_ann:.3f}x ANN")
+        label = (f"SNN k={self.k}: {self.final_sops_per_image:,.0f} SOPs/image "
+                 f"= {self.ratio_to_ann:.3f}x ANN")
+        return _label_with_notes(label, self.notes)
 
 
 def ann_operation_count(run):
@@ -163,6 +213,7 @@ def sop_series(run):
         k=run.k,
         sops_per_image=run.sop_num.sum(axis=0) / run.num_images,
         ann_operations_per_image=ann_operation_count(run),
+        notes=tuple(run_notes(run)),
     )
 
 
@@ -175,6 +226,7 @@ class SpikeCounts:
     positive_per_image: float
     negative_per_image: float
     neuron_count: int  # hidden neurons of one image
+    notes: tuple = ()  # see run_notes
 
     @property
     def spikes_per_neuron(self):
@@ -206,6 +258,7 @@ def spike_counts(run):
         positive_per_image=(total + net) / 2 / run.num_images,
         negative_per_image=(total - net) / 2 / run.num_images,
         neuron_count=neuron_count(run),
+        notes=tuple(run_notes(run)),
     )
 
 
@@ -215,9 +268,10 @@ def spike_counts(run):
 def load_runs(run_dirs, architecture):
     """Read the runs of {k: run_dir} and return {k: RunLogs} for those that can be plotted.
 
-    A run whose files cannot be read, or whose summary names another architecture, is
-    skipped with a logged error. Values that break the log definitions are logged as
-    warnings but still plotted.
+    A run is skipped with a logged error when its files cannot be read, when its
+    summary names another architecture, or when its logs break the definitions
+    checked by ann2snn.logs.check_run_logs. A run that failed --verify is kept and
+    logged as a warning.
     """
     runs = {}
     for k, run_dir in run_dirs.items():
@@ -230,11 +284,42 @@ def load_runs(run_dirs, architecture):
             logger.error("skipping k=%d: %s contains %s logs, expected %s",
                          k, run_dir, run.architecture, architecture)
             continue
-        for problem in check_run_logs(run):
-            logger.warning("k=%d: %s/%s", k, run_dir, problem)
+        problems = check_run_logs(run)
+        if problems:
+            _log_broken_definitions(run, run_dir, problems)
+            continue
+        _log_verify_result(run, run_dir)
         runs[k] = run
     _log_mixed_settings(runs)
     return runs
+
+
+def _log_broken_definitions(run, run_dir, problems):
+    """Log one error that lists the problems of a skipped run, one per line, and the fix."""
+    command = run.summary.get("command")
+    if isinstance(command, str) and command.strip():
+        fix = f"Rerun the spiking simulation to write them again (recorded command: {command})"
+    else:
+        fix = f"Rerun Spiking_{run.architecture}_FashionMNIST.py --k {run.k} to write them again"
+    listing = "".join(f"\n  {problem}" for problem in problems)
+    logger.error("skipping k=%d: the logs in %s break their definitions. %s:%s",
+                 run.k, run_dir, fix, listing)
+
+
+def _log_verify_result(run, run_dir):
+    """Warn when the summary records failed --verify or an invalid verify_mismatches."""
+    recorded = run.summary.get("verify_mismatches")
+    counts = verify_mismatch_counts(run)
+    if recorded is not None and counts is None:
+        logger.warning("k=%d: %s: verify_mismatches is %r, expected an object of non-negative "
+                       "mismatch counts per layer, so the figure does not show whether this run "
+                       "passed --verify", run.k, Path(run_dir) / SUMMARY_NAME, recorded)
+    elif counts and any(counts.values()):
+        listing = ", ".join(f"{layer} {count}" for layer, count in counts.items())
+        logger.warning("k=%d: the run in %s failed --verify: the net spike counts of some "
+                       "neurons differ from the quantized ANN (mismatching neurons per layer, "
+                       "summed over the images: %s). Its labels say \"failed --verify\"",
+                       run.k, run_dir, listing)
 
 
 def _log_mixed_settings(runs):
@@ -251,11 +336,25 @@ def _log_mixed_settings(runs):
 
 
 def _read_ann_accuracy_or_warn(figs_dir):
+    """Return the content of ann_accuracy.json, {} when it is missing, or None when it is invalid."""
     try:
         return read_ann_accuracy(figs_dir)
     except LogError as error:
         logger.warning("ANN accuracies not drawn from ann_accuracy.json: %s", error)
-        return {}
+        return None
+
+
+def _log_missing_fp32_accuracy(figs_dir, ann_accuracy, architecture):
+    """Log where the FP32 accuracy was looked for when ann_accuracy.json lacks it."""
+    path = Path(figs_dir) / ANN_ACCURACY_NAME
+    if not path.exists():
+        reason = f"{path} not found"
+    elif "fp32" not in ann_accuracy:
+        reason = f'{path} has no "fp32" entry'
+    else:
+        return
+    logger.info("%s, so the figure has no FP32 ANN line. FP32_%s_FashionMNIST.py --mode training "
+                "--figs_dir %s records its accuracy there", reason, architecture, figs_dir)
 
 
 def _run_colors(runs):
@@ -376,6 +475,8 @@ def plot_sparsity(figure, runs, ann_accuracy, architecture):
         lines = [f"k={count.k}", f"{count.spikes_per_neuron:.3f} spikes/neuron"]
         if mixed_steps:
             lines.append(f"T = {count.time_steps}")
+        if count.notes:
+            lines.append(f"({', '.join(count.notes)})")
         tick_labels.append("\n".join(lines))
     ax.set_xticks(positions)
     ax.set_xticklabels(tick_labels, fontsize=8)
@@ -442,9 +543,12 @@ def save_png(figure, output):
 
 
 def main(figure, architecture, default_figs_dir, argv=None):
-    """Run one figure script and return its exit code: 0 if a PNG was written, else 1.
+    """Run one figure script and return its exit code.
 
-    `argv` defaults to sys.argv[1:]. Invalid options exit with code 2 through argparse.
+    The code is 0 when the PNG was written, with every run folder. It is 1, with no PNG
+    written, when the figs folder or its run folders are missing or when a run folder
+    was skipped: a figure without that run would replace a complete one. `argv`
+    defaults to sys.argv[1:]. Invalid options exit with code 2 through argparse.
     """
     if figure not in FIGURE_FUNCTIONS:
         raise ValueError(f"unknown figure {figure!r}: expected one of {FIGURES}")
@@ -472,11 +576,16 @@ def main(figure, architecture, default_figs_dir, argv=None):
                      "writes figs/k<k>/", figs_dir)
         return 1
     runs = load_runs(run_dirs, architecture)
-    if not runs:
-        logger.error("nothing to plot: every run folder in %s was skipped (see the errors above)",
-                     figs_dir)
+    skipped = [k for k in run_dirs if k not in runs]
+    if skipped:
+        # A figure without some runs would replace a complete one, so nothing is written.
+        _log_skipped_runs(output, skipped, figs_dir)
         return 1
     ann_accuracy = _read_ann_accuracy_or_warn(figs_dir)
+    if ann_accuracy is None:
+        ann_accuracy = {}
+    elif figure == "accuracy_speed":
+        _log_missing_fp32_accuracy(figs_dir, ann_accuracy, architecture)
 
     if not args.show:
         matplotlib.use("Agg", force=True)
@@ -493,3 +602,16 @@ def main(figure, architecture, default_figs_dir, argv=None):
         finally:
             plt.close(fig)
     return 0
+
+
+def _log_skipped_runs(output, skipped, figs_dir):
+    """Log that `output` was not written because the runs of the k values in `skipped` were skipped."""
+    listing = ", ".join(f"k={k}" for k in skipped)
+    if len(skipped) == 1:
+        logger.error("%s not written: the run %s was skipped (see the errors above). Rerun its "
+                     "spiking simulation, or move its folder out of %s, and run this script again",
+                     output, listing, figs_dir)
+    else:
+        logger.error("%s not written: the runs %s were skipped (see the errors above). Rerun their "
+                     "spiking simulations, or move their folders out of %s, and run this script "
+                     "again", output, listing, figs_dir)

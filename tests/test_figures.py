@@ -20,10 +20,12 @@ from ann2snn.plotting import (
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("accuracy_speed", "sops", "sparsity")
+PARTIAL_NOTE = "(first 7 test images)"
 
 # A run of 2 batches (4 and 3 images) x 5 time steps with values chosen by hand:
 # correct predictions per step over both batches are 1, 5, 6, 6, 6, so the SNN ends at
 # 6/7 = 85.71% and keeps it from step 3 on, although both batches change at step 4.
+# Its 7 images are part of the test set, so its labels end with PARTIAL_NOTE.
 HAND_ACCURACY = [[1, 3, 4, 3, 3], [0, 2, 2, 3, 3]]
 HAND_POSITIVE = [[2, 4, 6, 8, 10], [1, 2, 3, 4, 5]]  # cumulative positive spikes
 HAND_NEGATIVE = [[0, 0, 1, 1, 2], [0, 1, 1, 1, 1]]  # cumulative negative spikes
@@ -129,7 +131,7 @@ def test_accuracy_series_hand_values(figs_dir):
     assert series.final_percent == pytest.approx(85.714285714)
     assert series.stable_from_step == 3
     assert series.ann_accuracy == 0.8
-    assert series.label() == "SNN k=1: 85.71% from step 3"
+    assert series.label() == f"SNN k=1: 85.71% from step 3 {PARTIAL_NOTE}"
 
 
 def test_ann_accuracy_from_json_fallback(figs_dir):
@@ -164,7 +166,7 @@ def test_sop_series_hand_values(figs_dir):
     assert series.ann_operations_per_image == 1000
     assert series.final_sops_per_image == pytest.approx(750 / 7)
     assert series.ratio_to_ann == pytest.approx(750 / 7 / 1000)
-    assert series.label() == "SNN k=1: 107 SOPs/image = 0.107x ANN"
+    assert series.label() == f"SNN k=1: 107 SOPs/image = 0.107x ANN {PARTIAL_NOTE}"
 
 
 def test_sop_series_uses_architecture_count(figs_dir):
@@ -207,9 +209,9 @@ def test_accuracy_figure_labels(figs_dir):
     plot_accuracy_speed(figure, runs, ann_accuracy, "LeNet")
 
     assert legend_texts(figure) == [
-        "SNN k=0: 85.71% from step 3",
+        f"SNN k=0: 85.71% from step 3 {PARTIAL_NOTE}",
         "quantized ANN k=0: 75.00%",
-        "SNN k=1: 85.71% from step 3",
+        f"SNN k=1: 85.71% from step 3 {PARTIAL_NOTE}",
         "quantized ANN k=1: 80.00%",
         "FP32 ANN: 90.01%",
     ]
@@ -222,7 +224,7 @@ def test_accuracy_figure_without_ann_values(figs_dir):
 
     plot_accuracy_speed(figure, runs, {}, "LeNet")
 
-    assert legend_texts(figure) == ["SNN k=1: 85.71% from step 3"]
+    assert legend_texts(figure) == [f"SNN k=1: 85.71% from step 3 {PARTIAL_NOTE}"]
 
 
 def test_sops_figure_labels(figs_dir):
@@ -233,7 +235,7 @@ def test_sops_figure_labels(figs_dir):
     plot_sops(figure, runs, {}, "LeNet")
 
     assert legend_texts(figure) == [
-        "SNN k=1: 107 SOPs/image = 0.107x ANN",
+        f"SNN k=1: 107 SOPs/image = 0.107x ANN {PARTIAL_NOTE}",
         "ANN: 1,000 operations/image",
     ]
     annotations = [child.get_text() for child in figure.axes[0].texts]
@@ -254,7 +256,8 @@ def test_sparsity_figure_values(figs_dir):
     assert legend_texts(figure) == [
         "hidden neurons: 50", "positive spikes/image", "negative spikes/image"]
     tick_labels = [label.get_text() for label in ax.get_xticklabels()]
-    assert tick_labels == ["k=1\n0.051 spikes/neuron", "k=3\n0.051 spikes/neuron"]
+    assert tick_labels == [f"k=1\n0.051 spikes/neuron\n{PARTIAL_NOTE}",
+                           f"k=3\n0.051 spikes/neuron\n{PARTIAL_NOTE}"]
     assert "(T = 5)" in ax.get_title()
 
 
@@ -356,12 +359,13 @@ def test_wrong_line_count_skips_k(figs_dir, caplog, figure):
     bad_log = bad_dir / "sop_num.txt"
     bad_log.write_text("".join(f"{line}\n" for line in bad_log.read_text().splitlines()[:7]))
 
-    assert main(figure, "LeNet", figs_dir, argv=[]) == 0
+    assert main(figure, "LeNet", figs_dir, argv=[]) == 1
 
-    assert error_messages(caplog) == [
-        f"skipping k=1: {bad_log}: 7 lines, expected 10 (2 batches x 5 time steps)"]
+    assert error_messages(caplog)[0] == (
+        f"skipping k=1: {bad_log}: 7 lines, expected 10 (2 batches x 5 time steps)")
+    assert "not written: the run k=1 was skipped" in error_messages(caplog)[1]
     assert list(load_runs(find_runs(figs_dir), "LeNet")) == [0]
-    assert_valid_png(figs_dir / figure_file_name(figure, "LeNet"))
+    assert not (figs_dir / figure_file_name(figure, "LeNet")).exists()
 
 
 @pytest.mark.parametrize("figure", FIGURES)
@@ -373,11 +377,12 @@ def test_non_integer_line_skips_k(figs_dir, caplog, figure):
     lines[3] = "three"
     bad_log.write_text("\n".join(lines) + "\n")
 
-    assert main(figure, "LeNet", figs_dir, argv=[]) == 0
+    assert main(figure, "LeNet", figs_dir, argv=[]) == 1
 
-    assert error_messages(caplog) == [
-        f"skipping k=0: {bad_log}: line 4 is 'three', expected an integer"]
-    assert_valid_png(figs_dir / figure_file_name(figure, "LeNet"))
+    assert error_messages(caplog)[0] == (
+        f"skipping k=0: {bad_log}: line 4 is 'three', expected an integer")
+    assert "not written: the run k=0 was skipped" in error_messages(caplog)[1]
+    assert not (figs_dir / figure_file_name(figure, "LeNet")).exists()
 
 
 def test_all_runs_broken_exits_1(figs_dir, caplog):
@@ -389,7 +394,7 @@ def test_all_runs_broken_exits_1(figs_dir, caplog):
 
     messages = error_messages(caplog)
     assert len(messages) == 3
-    assert messages[-1].startswith("nothing to plot")
+    assert "not written: the runs k=0, k=1 were skipped" in messages[-1]
     assert not (figs_dir / figure_file_name("sparsity", "LeNet")).exists()
 
 
@@ -397,20 +402,22 @@ def test_other_architecture_skips_k(figs_dir, caplog):
     write_run(figs_dir, 0, architecture="LeNet")
     write_run(figs_dir, 1, architecture="MLP")
 
-    assert main("sops", "LeNet", figs_dir, argv=[]) == 0
+    assert main("sops", "LeNet", figs_dir, argv=[]) == 1
 
-    assert error_messages(caplog) == [
-        f"skipping k=1: {figs_dir / 'k1'} contains MLP logs, expected LeNet"]
+    assert error_messages(caplog)[0] == (
+        f"skipping k=1: {figs_dir / 'k1'} contains MLP logs, expected LeNet")
+    assert "not written: the run k=1 was skipped" in error_messages(caplog)[1]
 
 
-def test_inconsistent_values_warn_but_plot(figs_dir, caplog):
+def test_inconsistent_values_skip_run(figs_dir, caplog):
     run_dir = write_run(figs_dir, 1)
     (run_dir / "sop_num.txt").write_text("5\n4\n3\n2\n1\n5\n4\n3\n2\n1\n")
 
-    assert main("sops", "LeNet", figs_dir, argv=[]) == 0
+    assert main("sops", "LeNet", figs_dir, argv=[]) == 1
 
-    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
-    assert any("sop_num.txt: a cumulative count decreases" in message for message in warnings)
+    errors = error_messages(caplog)
+    assert "\n  sop_num.txt: a cumulative count decreases" in errors[0]
+    assert "not written: the run k=1 was skipped" in errors[-1]
 
 
 @pytest.mark.parametrize("figure", FIGURES)
@@ -441,7 +448,7 @@ def test_mixed_time_steps_curve_lengths(figs_dir):
         curves = [line for line in figure.axes[0].get_lines() if line.get_label().startswith("SNN")]
         assert [list(line.get_xdata()) for line in curves] == [[1, 2, 3, 4, 5], list(range(1, 9))]
     tick_labels = [label.get_text() for label in sparsity_figure.axes[0].get_xticklabels()]
-    assert [label.splitlines()[-1] for label in tick_labels] == ["T = 5", "T = 8"]
+    assert [label.splitlines()[2] for label in tick_labels] == ["T = 5", "T = 8"]
 
 
 def test_invalid_ann_accuracy_json_warns(figs_dir, caplog):
