@@ -24,6 +24,7 @@ import matplotlib
 import numpy as np
 
 from ann2snn.architectures import get_architecture
+from ann2snn.cli import UsageError, check_output_folder
 from ann2snn.data import TEST_SIZE
 from ann2snn.logs import (
     ANN_ACCURACY_NAME, SUMMARY_NAME, LogError, check_run_logs, find_runs, read_ann_accuracy,
@@ -566,6 +567,12 @@ def main(figure, architecture, default_figs_dir, argv=None):
         logger.error("figs folder %s not found; pass the folder with the k<k> run folders "
                      "as --figs_dir", figs_dir)
         return 1
+    try:
+        check_output_folder(output.parent, "--output" if args.output else "--figs_dir")
+    except UsageError as error:
+        # The logs stay where they are, so the fix for a read-only figs folder is --output.
+        hint = "" if args.output else " To keep the logs there, pass --output with a PNG path elsewhere."
+        parser.error(f"{error}{hint}")
     try:
         run_dirs = find_runs(figs_dir)
     except LogError as error:

@@ -297,6 +297,31 @@ def test_main_figs_dir_option(figs_dir, tmp_path):
     assert_valid_png(figs_dir / "scnn_sops_fashionmnist.png")
 
 
+def test_main_rejects_read_only_figs_dir(read_only_folder, capsys):
+    # The output folder is checked before the run folders are looked for.
+    with pytest.raises(SystemExit) as exit_info:
+        main("sops", "LeNet", read_only_folder, argv=[])
+
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert f"cannot write to --figs_dir {read_only_folder}" in error
+    assert "pass --output with a PNG path elsewhere" in error
+    assert sorted(path.name for path in read_only_folder.iterdir()) == ["kept.txt"]
+
+
+def test_main_rejects_output_below_file(figs_dir, tmp_path, capsys):
+    write_run(figs_dir, 1)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("kept\n")
+
+    with pytest.raises(SystemExit) as exit_info:
+        main("sops", "LeNet", figs_dir, argv=["--output", str(a_file / "sops.png")])
+
+    assert exit_info.value.code == 2
+    assert f"--output {a_file} is a file, not a folder" in capsys.readouterr().err
+    assert a_file.read_text() == "kept\n"
+
+
 def test_main_rejects_non_png_output(figs_dir, tmp_path, capsys):
     write_run(figs_dir, 1)
 
