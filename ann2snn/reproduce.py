@@ -175,7 +175,8 @@ def plot(arch):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ann2snn.reproduce",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(EPOCHS), action="append",
                         help="architectures to run (default: MLP, then LeNet)")
     parser.add_argument("--keys", nargs="+", choices=KEYS, default=list(KEYS),
@@ -185,7 +186,8 @@ def main(argv=None):
     parser.add_argument("--data_dir", default=os.path.join(REPO_ROOT, "data"),
                         help="Fashion-MNIST folder (default: data/ in the repository)")
     parser.add_argument("--manifest_only", action="store_true",
-                        help="only rewrite pretrained/manifest.json from the finished models")
+                        help="only rewrite pretrained/manifest.json from the finished models, with the "
+                             "seed each model records (--seed is then ignored)")
     parser.add_argument("--skip_spiking", action="store_true",
                         help="train only; no simulation or figures")
     args = parser.parse_args(argv)
@@ -197,8 +199,11 @@ def main(argv=None):
         for arch in architectures:
             for key in args.keys:
                 if is_finished(arch, key, EPOCHS[arch]):
+                    # The seed comes from the model, so the command reproduces the file.
+                    path = os.path.join(model_dir(arch, key), "model_fashion_mnist.npz")
+                    seed = read_metadata(path).get("seed", args.seed)
                     update_manifest(arch, key, training_command(arch, key, EPOCHS[arch],
-                                                                args.seed, args.data_dir, False))
+                                                                seed, args.data_dir, False))
         return 0
 
     for arch in architectures:

@@ -256,7 +256,8 @@ def _report(summary, result, run_dir, verify):
 
     def since(value):
         if value is None:
-            return f"not within the {summary['time_steps']} steps"
+            steps = summary["time_steps"]
+            return "not within the 1 step" if steps == 1 else f"not within the {steps} steps"
         return f"from step {value}"
 
     recorded_images = summary.get("ann_accuracy_images")

@@ -12,6 +12,7 @@ spiking network's net spike counts reach.
 """
 
 import argparse
+import sys
 
 import numpy as np
 from model_options import add_model_options, load_model_and_images, spiking_network
@@ -35,8 +36,8 @@ def main():
 
     model, images, _ = load_model_and_images(args)
     if model.k is None:
-        parser.error(f"{args.model_dir} contains a full-precision model: pass the folder of a "
-                     f"quantized one")
+        sys.exit(f"error: {args.model_dir} contains a full-precision model: pass the folder "
+                 f"of a quantized one")
     counts, _ = forward_network(spiking_network(model), images)
     print(f"{model.architecture.name} k={model.k}, {len(images)} test images; non-zero "
           f"activations in levels (spikes):")

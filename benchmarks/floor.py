@@ -1,11 +1,13 @@
-"""Print the work floor of simulating LeNet: dense operations, SOPs, and BLAS speed here.
+"""Print the work floor of simulating a model: dense operations, SOPs, and BLAS speed here.
 
     python benchmarks/floor.py --model_dir DIR [--k 1] [--num_images 100] [--data_dir ./data]
 
 For every layer that receives spikes it prints the dense multiply-accumulates
 per image and time step (what a simulator that recomputes every layer at every
 step must do) and the SOPs per image measured on the first --num_images test
-images (what an event-driven simulator must do). It then times float32 and
+images (what an event-driven simulator must do). The model may be LeNet or
+the MLP. The totals leave out the first layer, which receives the image at step 0
+only. It then times float32 and
 float64 matrix products of the size of LeNet's largest layer with NumPy's BLAS
 and prints the time these amounts of work take at that speed for the full test
 set of 10,000 images and 20 time steps.
@@ -61,7 +63,7 @@ def sops_per_layer(network, images, time_steps):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_options(parser, 100, "first test images for the SOP count",
-                      model_help="folder of a LeNet model_fashion_mnist.npz")
+                      model_help="folder of a quantized LeNet or MLP model_fashion_mnist.npz")
     args = parser.parse_args()
 
     model, images, _ = load_model_and_images(args)
@@ -84,7 +86,7 @@ def main():
     output_macs = output_shape[0] * output_shape[1]
     total_macs += output_macs
     print(f"  {'output':8s} dense {output_macs / 1e6:6.2f} M MAC per step")
-    print(f"  total    dense {total_macs / 1e6:6.2f} M MAC per image per step; "
+    print(f"  total    dense {total_macs / 1e6:6.2f} M MAC per image per step (without the first layer); "
           f"{total_macs * TIME_STEPS / 1e6:.1f} M MAC per image over {TIME_STEPS} steps")
 
     for layer, value in zip(arch.hidden[1:], sops[1:]):

@@ -74,7 +74,7 @@ def main():
         parser.error("perf not found: install it (Debian: apt-get install linux-perf)")
 
     model, images, labels = load_model_and_images(args)
-    print("compiling the kernels (tens of seconds)", flush=True)
+    print("compiling the kernels into a fresh cache folder", flush=True)
     simulate(model, images[:50], labels[:50], 20, 50, progress=False, compare_with_ann=False)
     map_path = write_perf_map(compiled_functions())
     print(f"wrote {map_path}", flush=True)

@@ -309,3 +309,15 @@ def test_analysis_script_reports_missing_model(script, tmp_path, data_dir):
     assert "Traceback" not in completed.stderr, completed.stderr
     assert completed.stderr.startswith(
         f"error: model file not found: {tmp_path / MODEL_FILE_NAME}"), completed.stderr
+
+
+def test_activation_counts_rejects_full_precision(data_dir):
+    """A full-precision model gets exit code 1 and one message, as in the Spiking scripts."""
+    completed = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARK_DIR, "activation_counts.py"), "--model_dir",
+         os.path.join(REPO, "pretrained", "LeNet", "fp32"), "--data_dir", data_dir],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    assert completed.returncode == 1, completed.stderr
+    assert "contains a full-precision model: pass the folder of a quantized one" in completed.stderr
+    assert "usage:" not in completed.stderr

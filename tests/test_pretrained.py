@@ -88,3 +88,15 @@ def test_reproduce_stops_on_missing_model(tmp_path):
                            figs_dir=str(tmp_path / "figs"), time_steps=2)
     log = (empty / "spiking.log").read_text()
     assert len(re.findall(r"--time_steps", log)) == 1
+
+
+def test_manifest_only_uses_recorded_seed(tmp_path, monkeypatch):
+    """--manifest_only rebuilds an entry from the model file and ignores --seed."""
+    monkeypatch.setattr(reproduce, "MANIFEST", str(tmp_path / "manifest.json"))
+    assert reproduce.main(["--manifest_only", "--only", "MLP", "--keys", "k0", "--seed", "7"]) == 0
+
+    with open(tmp_path / "manifest.json") as stream:
+        rebuilt = json.load(stream)
+    assert list(rebuilt) == ["MLP/k0"]
+    assert "--seed 0 " in rebuilt["MLP/k0"]["command"]
+    assert rebuilt["MLP/k0"] == ENTRIES["MLP/k0"]
