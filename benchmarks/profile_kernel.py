@@ -85,7 +85,7 @@ def main():
     simulate(model, images, labels, 20, 50, progress=False, compare_with_ann=False)
     _, perf_errors = recorder.communicate()
     if recorder.returncode != 0:
-        # perf's own message says why, e.g. a missing permission or an unwritable --output.
+        # perf's own message gives the reason, e.g. a missing permission or an unwritable --output.
         print(f"error: perf record failed with exit code {recorder.returncode}:\n"
               f"{perf_errors.strip()}", file=sys.stderr)
         return 1

@@ -20,7 +20,7 @@ from ann2snn.data import TEST_SIZE
 from ann2snn.logs import check_run_logs, find_runs, read_run_logs, record_ann_accuracy, write_run_logs
 from ann2snn.plotting import (
     figure_file_name, load_runs, main, plot_accuracy_speed, plot_sops, plot_sparsity)
-from test_figures import generated_logs  # pytest puts tests/ on sys.path
+from test_figures import draw_figures, generated_logs  # pytest puts tests/ on sys.path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("accuracy_speed", "sops", "sparsity")
@@ -279,12 +279,7 @@ def test_failed_verify_marks_labels(figs_dir):
     write_run(figs_dir, 1, verify_mismatches={"fc1": 5, "fc2": 0})
     runs = load_runs(find_runs(figs_dir), "LeNet")
 
-    accuracy_figure = Figure()
-    plot_accuracy_speed(accuracy_figure, runs, {}, "LeNet")
-    sops_figure = Figure()
-    plot_sops(sops_figure, runs, {}, "LeNet")
-    sparsity_figure = Figure()
-    plot_sparsity(sparsity_figure, runs, {}, "LeNet")
+    accuracy_figure, sops_figure, sparsity_figure = draw_figures(runs)
 
     assert legend_texts(accuracy_figure) == [
         "SNN k=0: 10.00% from step 5",
@@ -343,12 +338,7 @@ def test_partial_test_set_marks_labels(figs_dir, batch_sizes, note):
     write_run(figs_dir, 1, batch_sizes=batch_sizes)
     runs = load_runs(find_runs(figs_dir), "LeNet")
 
-    accuracy_figure = Figure()
-    plot_accuracy_speed(accuracy_figure, runs, {}, "LeNet")
-    sops_figure = Figure()
-    plot_sops(sops_figure, runs, {}, "LeNet")
-    sparsity_figure = Figure()
-    plot_sparsity(sparsity_figure, runs, {}, "LeNet")
+    accuracy_figure, sops_figure, sparsity_figure = draw_figures(runs)
 
     assert legend_texts(accuracy_figure)[0].endswith(note)
     assert legend_texts(sops_figure)[0].endswith(note)
@@ -381,29 +371,22 @@ def test_failed_verify_and_partial_share_brackets(figs_dir):
 # --- The full-precision line ------------------------------------------------------------------
 
 
-def test_missing_ann_accuracy_file_logs_info(figs_dir, caplog):
+# No ann_accuracy.json at all (MLP), or one without the "fp32" entry (LeNet).
+@pytest.mark.parametrize("recorded, architecture", [(None, "MLP"), ("k1", "LeNet")])
+def test_missing_fp32_accuracy_logs_info(figs_dir, caplog, recorded, architecture):
     caplog.set_level(logging.INFO, logger="ann2snn")
-    write_run(figs_dir, 1, architecture="MLP")
+    write_run(figs_dir, 1, architecture=architecture)
+    if recorded is not None:
+        record_ann_accuracy(figs_dir, recorded, {"accuracy": 0.8})
 
-    assert main("accuracy_speed", "MLP", figs_dir, argv=[]) == 0
+    assert main("accuracy_speed", architecture, figs_dir, argv=[]) == 0
 
     path = figs_dir / "ann_accuracy.json"
+    reason = f"{path} not found" if recorded is None else f'{path} has no "fp32" entry'
     assert messages(caplog, logging.INFO) == [
-        f"{path} not found, so the figure has no FP32 ANN line. "
-        f"FP32_MLP_FashionMNIST.py --mode training --figs_dir {figs_dir} records its accuracy there"]
-
-
-def test_missing_fp32_entry_logs_info(figs_dir, caplog):
-    caplog.set_level(logging.INFO, logger="ann2snn")
-    write_run(figs_dir, 1)
-    record_ann_accuracy(figs_dir, "k1", {"accuracy": 0.8})
-
-    assert main("accuracy_speed", "LeNet", figs_dir, argv=[]) == 0
-
-    path = figs_dir / "ann_accuracy.json"
-    assert messages(caplog, logging.INFO) == [
-        f"{path} has no \"fp32\" entry, so the figure has no FP32 ANN line. "
-        f"FP32_LeNet_FashionMNIST.py --mode training --figs_dir {figs_dir} records its accuracy there"]
+        f"{reason}, so the figure has no FP32 ANN line. "
+        f"FP32_{architecture}_FashionMNIST.py --mode training --figs_dir {figs_dir} "
+        "records its accuracy there"]
 
 
 def test_fp32_entry_present_logs_nothing(figs_dir, caplog):

@@ -457,17 +457,21 @@ def test_mixed_time_steps_are_logged(figs_dir, caplog, figure):
     assert_valid_png(figs_dir / figure_file_name(figure, "LeNet"))
 
 
+def draw_figures(runs, architecture="LeNet"):
+    """Return the accuracy, SOP and sparsity figures of `runs`, without ANN accuracies."""
+    figures = (Figure(), Figure(), Figure())
+    plot_accuracy_speed(figures[0], runs, {}, architecture)
+    plot_sops(figures[1], runs, {}, architecture)
+    plot_sparsity(figures[2], runs, {}, architecture)
+    return figures
+
+
 def test_mixed_time_steps_curve_lengths(figs_dir):
     write_run(figs_dir, 0, time_steps=5)
     write_run(figs_dir, 1, time_steps=8)
     runs = load_runs(find_runs(figs_dir), "LeNet")
 
-    accuracy_figure = Figure()
-    plot_accuracy_speed(accuracy_figure, runs, {}, "LeNet")
-    sops_figure = Figure()
-    plot_sops(sops_figure, runs, {}, "LeNet")
-    sparsity_figure = Figure()
-    plot_sparsity(sparsity_figure, runs, {}, "LeNet")
+    accuracy_figure, sops_figure, sparsity_figure = draw_figures(runs)
 
     for figure in (accuracy_figure, sops_figure):
         curves = [line for line in figure.axes[0].get_lines() if line.get_label().startswith("SNN")]
