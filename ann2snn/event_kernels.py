@@ -4,7 +4,8 @@ The same neurons as `spiking_utils`, simulated spike by spike. Every spike adds
 its weight column to the membranes it reaches (one synaptic operation each).
 Only neurons whose membrane changed, or whose count has not yet reached its
 target, are updated. The work is therefore proportional to the SOPs instead of
-to the dense convolutions. Images run in parallel over the CPU cores.
+to the dense convolutions. Images run in parallel over the CPU cores, each
+one layer at a time: a layer runs all its time steps before the next starts.
 
 `simulate_images` returns the same per-step predictions, spikes, net spikes and
 SOPs as SpikingNetwork.run and .step; the tests compare the three.
@@ -17,7 +18,6 @@ the results are equal.
 
 import numpy as np
 from numba import njit, prange
-from numba.typed import List
 
 # The quotient computed with a reciprocal is within 2^-51 of the divided one,
 # relative to its size. Farther than this from an integer, both have the same floor.
@@ -145,11 +145,98 @@ def _first_layer_targets(image, weights, stride, offset, threshold, target):
                     (membrane[out_channel] - offset[out_channel]) / threshold[out_channel]), 0.0)
 
 
+@njit(cache=True)
+def _room(log, used, extra):
+    """Return `log` (rows of spikes) or a larger copy of its first `used` rows, with `extra` rows free."""
+    if used + extra <= log.shape[0]:
+        return log
+    larger = np.empty((max(used + extra, 2 * log.shape[0]), 4), dtype=np.int32)
+    larger[:used] = log[:used]
+    return larger
+
+
+@njit(cache=True)
+def _first_layer_spikes(image, first_weights, first_stride, first_offset, first_threshold, target,
+                        log, bounds, spikes, net):
+    """Write the first layer's spikes of all time steps into `log`; return the log.
+
+    The first layer receives the image at step 0 only, so its membrane is fixed
+    and a neuron whose final count (`target`, filled here) is n sends +1 at steps 0
+    .. n-1. The spikes of step t are rows bounds[t] to bounds[t + 1] of the log.
+    """
+    _first_layer_targets(image, first_weights, first_stride, first_offset, first_threshold, target)
+    height, width, channels = target.shape
+    # The neurons still below their target, a list that shrinks step by step.
+    below = np.empty((height * width * channels, 3), dtype=np.int32)
+    num_below = 0
+    for row in range(height):
+        for column in range(width):
+            for channel in range(channels):
+                if target[row, column, channel] > 0.0:
+                    below[num_below, 0] = row
+                    below[num_below, 1] = column
+                    below[num_below, 2] = channel
+                    num_below += 1
+    used = 0
+    for time_step in range(len(bounds) - 1):
+        log = _room(log, used, num_below)
+        bounds[time_step] = used
+        kept = 0
+        for index in range(num_below):
+            row, column, channel = below[index, 0], below[index, 1], below[index, 2]
+            log[used, 0] = row
+            log[used, 1] = column
+            log[used, 2] = channel
+            log[used, 3] = 1
+            used += 1
+            if time_step + 1 < target[row, column, channel]:
+                below[kept, 0] = row
+                below[kept, 1] = column
+                below[kept, 2] = channel
+                kept += 1
+        spikes[time_step] += num_below
+        net[time_step] += num_below
+        num_below = kept
+    bounds[-1] = used
+    return log
+
+
+@njit(cache=True)
+def _hidden_layer(inputs, input_bounds, weights, stride, unit, offset, threshold, inverse, count,
+                  log, bounds, spikes, net, sops):
+    """Simulate one hidden layer for all time steps of one image; return its spike log.
+
+    `inputs` contains the previous layer's spikes, those of step t in rows
+    input_bounds[t] to input_bounds[t + 1]. This layer's spikes go to `log` in
+    the same form, with `bounds`, and its net counts to `count` (H, W, C). The
+    step's spikes, net spikes and SOPs are added to `spikes`, `net` and `sops`.
+    """
+    height, width, channels = count.shape
+    membrane = np.zeros((height, width, channels))
+    # Every neuron is checked once at step 0, for a target above 0 at zero membrane.
+    pending = np.ones((height, width), dtype=np.bool_)
+    dirty = np.zeros((height, width), dtype=np.bool_)
+    used = 0
+    for time_step in range(len(bounds) - 1):
+        log = _room(log, used, height * width * channels)
+        first, last = input_bounds[time_step], input_bounds[time_step + 1]
+        sops[time_step] += _deliver(inputs[first:last], last - first, weights, stride, membrane, dirty)
+        written = _update_neurons(membrane, unit, count, pending, dirty, offset, threshold, inverse,
+                                  log[used:])
+        bounds[time_step] = used
+        spikes[time_step] += written
+        for index in range(used, used + written):
+            net[time_step] += log[index, 3]
+        used += written
+    bounds[-1] = used
+    return log
+
+
 @njit(parallel=True, cache=True)
 def simulate_images(inputs, first_weights, first_stride, first_offset, first_threshold,
                     weights, units, strides, offsets, thresholds, inverses,
                     output_shapes, output_weights, time_steps, predictions, spikes_total, net_total, sops_total,
-                    final_counts):
+                    final_counts, keep_counts, num_workers):
     """Simulate every image of `inputs` (N, H, W, C, times 2^k) for `time_steps` steps.
 
     The first layer (`first_weights`, signed and snapped, `first_stride`,
@@ -158,97 +245,62 @@ def simulate_images(inputs, first_weights, first_stride, first_offset, first_thr
     (C, kh, kw, O)) and `units` from integer_weights, `offsets`, `thresholds`
     and `inverses` (1 / thresholds) are typed lists for the later hidden layers; `output_shapes` (L, 3) gives every hidden layer's
     output shape, the first included. Results go into `predictions`, `spikes_total`,
-    `net_total`, `sops_total` (T, N) and `final_counts` (a list of (N, H, W, C)).
+    `net_total`, `sops_total` (T, N) and, if `keep_counts`, `final_counts` (a list of (N, H, W, C)).
+
+    Each image runs layer by layer: one layer for all time steps, its spikes kept
+    in a log, then the next layer from that log. No layer feeds back into an
+    earlier one, so this gives the same spikes as stepping the whole network, and
+    only one layer's weights are in use at a time. The `num_workers` threads each
+    take a contiguous share of the images and reuse their logs from image to image.
     """
     num_images = inputs.shape[0]
     num_layers = output_shapes.shape[0]
     num_classes = output_weights.shape[1]
-    for image in prange(num_images):
-        membranes = List()
-        counts = List()
-        pendings = List()
-        dirties = List()
-        buffers = List()
-        for layer in range(num_layers):
-            height, width, channels = output_shapes[layer, 0], output_shapes[layer, 1], output_shapes[layer, 2]
-            membranes.append(np.zeros((height, width, channels)))
-            counts.append(np.zeros((height, width, channels)))
-            # Every neuron is checked once at step 0, for a target above 0 at zero membrane.
-            pendings.append(np.ones((height, width), dtype=np.bool_))
-            dirties.append(np.zeros((height, width), dtype=np.bool_))
-            buffers.append(np.empty((height * width * channels, 4), dtype=np.int32))
-        potential = np.zeros(num_classes)
-        last_h, last_w, last_c = output_shapes[num_layers - 1, 0], output_shapes[num_layers - 1, 1], output_shapes[num_layers - 1, 2]
-
-        # First layer: its membrane is fixed, so a neuron with target n sends +1 at
-        # steps 0 .. n-1. Keep the neurons still below their target in a shrinking list.
-        first_h, first_w, first_c = output_shapes[0, 0], output_shapes[0, 1], output_shapes[0, 2]
-        first_target = np.empty((first_h, first_w, first_c))
-        _first_layer_targets(inputs[image], first_weights, first_stride, first_offset,
-                             first_threshold, first_target)
-        below = np.empty((first_h * first_w * first_c, 3), dtype=np.int32)
-        num_below = 0
-        for row in range(first_h):
-            for column in range(first_w):
-                for channel in range(first_c):
-                    if first_target[row, column, channel] > 0.0:
-                        below[num_below, 0] = row
-                        below[num_below, 1] = column
-                        below[num_below, 2] = channel
-                        num_below += 1
-        first_count = counts[0]
-        for time_step in range(time_steps):
-            buffer = buffers[0]
-            written = 0
-            kept = 0
-            for index in range(num_below):
-                row, column, channel = below[index, 0], below[index, 1], below[index, 2]
-                first_count[row, column, channel] += 1.0
-                buffer[written, 0] = row
-                buffer[written, 1] = column
-                buffer[written, 2] = channel
-                buffer[written, 3] = 1
-                written += 1
-                if first_count[row, column, channel] < first_target[row, column, channel]:
-                    below[kept, 0] = row
-                    below[kept, 1] = column
-                    below[kept, 2] = channel
-                    kept += 1
-            num_below = kept
-            spikes = written
-            net = written
-            sops = 0
+    last_w, last_c = output_shapes[num_layers - 1, 1], output_shapes[num_layers - 1, 2]
+    for worker in prange(num_workers):
+        # Two logs, for a layer's input spikes and its own, that swap roles layer by layer.
+        inputs_log = np.empty((4096, 4), dtype=np.int32)
+        outputs_log = np.empty((4096, 4), dtype=np.int32)
+        input_bounds = np.zeros(time_steps + 1, dtype=np.int64)
+        output_bounds = np.zeros(time_steps + 1, dtype=np.int64)
+        for image in range(worker * num_images // num_workers, (worker + 1) * num_images // num_workers):
+            spikes = np.zeros(time_steps, dtype=np.int64)
+            net = np.zeros(time_steps, dtype=np.int64)
+            sops = np.zeros(time_steps, dtype=np.int64)
+            first_target = np.empty((output_shapes[0, 0], output_shapes[0, 1], output_shapes[0, 2]))
+            inputs_log = _first_layer_spikes(inputs[image], first_weights, first_stride, first_offset,
+                                             first_threshold, first_target, inputs_log, input_bounds,
+                                             spikes, net)
+            if keep_counts:
+                final_counts[0][image] = np.minimum(first_target, float(time_steps))
 
             for layer in range(1, num_layers):
                 # Every read of a typed-list element updates a reference count atomically,
-                # so each list is read once per layer and step, never per spike.
-                membrane = membranes[layer]
-                dirty = dirties[layer]
-                sent = buffers[layer]
-                sops += _deliver(buffers[layer - 1], written, weights[layer - 1], strides[layer - 1],
-                                 membrane, dirty)
-                written = _update_neurons(membrane, units[layer - 1], counts[layer],
-                                          pendings[layer], dirty, offsets[layer - 1],
-                                          thresholds[layer - 1], inverses[layer - 1], sent)
-                spikes += written
-                for index in range(written):
-                    net += sent[index, 3]
+                # so each list is read once per layer and image, never per spike.
+                count = np.zeros((output_shapes[layer, 0], output_shapes[layer, 1], output_shapes[layer, 2]))
+                outputs_log = _hidden_layer(inputs_log, input_bounds, weights[layer - 1], strides[layer - 1],
+                                            units[layer - 1], offsets[layer - 1], thresholds[layer - 1],
+                                            inverses[layer - 1], count, outputs_log, output_bounds,
+                                            spikes, net, sops)
+                if keep_counts:
+                    final_counts[layer][image] = count
+                inputs_log, outputs_log = outputs_log, inputs_log
+                input_bounds, output_bounds = output_bounds, input_bounds
 
-            last = buffers[num_layers - 1]
-            for index in range(written):
-                feature = (last[index, 0] * last_w + last[index, 1]) * last_c + last[index, 2]
-                if last[index, 3] > 0:
-                    for label in range(num_classes):
-                        potential[label] += output_weights[feature, label]
-                else:
-                    for label in range(num_classes):
-                        potential[label] -= output_weights[feature, label]
-            sops += written * num_classes
-
-            predictions[time_step, image] = np.argmax(potential)
-            spikes_total[time_step, image] = spikes
-            net_total[time_step, image] = net
-            sops_total[time_step, image] = sops
-
-        for layer in range(num_layers):
-            final_counts[layer][image] = counts[layer]
+            potential = np.zeros(num_classes)
+            for time_step in range(time_steps):
+                first, last = input_bounds[time_step], input_bounds[time_step + 1]
+                for index in range(first, last):
+                    row, column, channel = inputs_log[index, 0], inputs_log[index, 1], inputs_log[index, 2]
+                    feature = (row * last_w + column) * last_c + channel
+                    if inputs_log[index, 3] > 0:
+                        for label in range(num_classes):
+                            potential[label] += output_weights[feature, label]
+                    else:
+                        for label in range(num_classes):
+                            potential[label] -= output_weights[feature, label]
+                sops[time_step] += (last - first) * num_classes
+                predictions[time_step, image] = np.argmax(potential)
+                spikes_total[time_step, image] = spikes[time_step]
+                net_total[time_step, image] = net[time_step]
+                sops_total[time_step, image] = sops[time_step]

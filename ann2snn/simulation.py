@@ -110,7 +110,7 @@ def simulate(model, images, labels, time_steps, batch_size, verify=False, progre
             ann_predictions = np.argmax(ann_logits, axis=1)
             ann_correct += int(np.sum(ann_predictions == y_batch))
 
-        trace = _run_batch(network, x_batch, time_steps, engine)
+        trace = _run_batch(network, x_batch, time_steps, engine, keep_counts=verify)
         predictions = trace.predictions
         records["accuracy"][batch] = np.sum(predictions == y_batch, axis=1)
         records["spike_num"][batch] = np.cumsum(trace.spikes.sum(axis=1))
@@ -135,10 +135,13 @@ def simulate(model, images, labels, time_steps, batch_size, verify=False, progre
                             last_spike_step, mismatch_counts if verify else {}, mismatches)
 
 
-def _run_batch(network, images, time_steps, engine):
-    """Return the Trace of `images` from the chosen engine."""
+def _run_batch(network, images, time_steps, engine, keep_counts):
+    """Return the Trace of `images` from the chosen engine.
+
+    The events engine writes the final counts only if `keep_counts`; the others always do.
+    """
     if engine == "events":
-        return network.run_events(images, time_steps)
+        return network.run_events(images, time_steps, keep_counts)
     if engine == "layers":
         return network.run(images, time_steps)
     network.reset(len(images))

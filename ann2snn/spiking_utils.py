@@ -334,12 +334,15 @@ class SpikingNetwork:
                   for start in range(0, len(images), IMAGES_PER_CHUNK)]
         return Trace.concatenate(traces)
 
-    def run_events(self, images, time_steps):
+    def run_events(self, images, time_steps, keep_counts=True):
         """Simulate `time_steps` steps on `images` spike by spike (Numba); return a Trace.
 
         Gives the same Trace as `run`, with work proportional to the SOPs. Needs
-        the `numba` package (see event_kernels).
+        the `numba` package (see event_kernels). With keep_counts=False the
+        Trace's final_counts is None, which saves the time of writing them
+        (BENCHMARKS.md).
         """
+        import numba
         from numba.typed import List
 
         from . import event_kernels
@@ -350,11 +353,14 @@ class SpikingNetwork:
         num_images = len(images)
         columns = {name: np.zeros((time_steps, num_images), dtype=np.int64)
                    for name in ("predictions", "spikes", "net_spikes", "sops")}
-        final_counts = List([np.zeros((num_images, *layer.output_shape)) for layer in self.layers])
+        # Numba needs arrays of the right type in the list even when it writes none.
+        kept_images = num_images if keep_counts else 0
+        final_counts = List([np.zeros((kept_images, *layer.output_shape)) for layer in self.layers])
         event_kernels.simulate_images(
             inputs, *self._event_parameters, time_steps, columns["predictions"],
-            columns["spikes"], columns["net_spikes"], columns["sops"], final_counts)
-        return Trace(final_counts=list(final_counts), **columns)
+            columns["spikes"], columns["net_spikes"], columns["sops"], final_counts,
+            keep_counts, max(1, min(numba.get_num_threads(), num_images)))
+        return Trace(final_counts=list(final_counts) if keep_counts else None, **columns)
 
     def _prepare_events(self):
         """Return the arguments of event_kernels.simulate_images that describe the network."""

@@ -30,8 +30,9 @@ from model_options import add_model_options, load_model_and_images  # noqa: E402
 from ann2snn import cli, event_kernels  # noqa: E402
 from ann2snn.simulation import simulate  # noqa: E402
 
-KERNELS = (event_kernels.simulate_images, event_kernels._deliver,
-           event_kernels._update_neurons, event_kernels._first_layer_targets)
+KERNELS = (event_kernels.simulate_images, event_kernels._hidden_layer, event_kernels._deliver,
+           event_kernels._update_neurons, event_kernels._first_layer_spikes,
+           event_kernels._first_layer_targets, event_kernels._room)
 # Size given to the last function of the map, which has no next one.
 LAST_SIZE = 0x10000
 

@@ -655,6 +655,30 @@ def test_engines_give_same_logs(engine, lenet_model, fashion_mnist_images, runs_
     assert other.mismatch_counts == events.mismatch_counts
 
 
+def test_unverified_events_same_logs(lenet_model, fashion_mnist_images, runs_by_batch_size):
+    # Without verify the events engine skips writing the final counts: the logs must not change.
+    images, labels = fashion_mnist_images
+    for batch_size in (7, 50):
+        unverified = simulate(lenet_model, images, labels, LENET_TIME_STEPS, batch_size,
+                              compare_with_ann=False, progress=False)
+        for name in logs.LOG_NAMES:
+            verified = runs_by_batch_size[batch_size].logs[name]
+            np.testing.assert_array_equal(unverified.logs[name], verified,
+                                          err_msg=f"{name} with batch size {batch_size}")
+
+
+def test_events_skip_final_counts(lenet_model, fashion_mnist_images):
+    network = SpikingNetwork(lenet_model.architecture, lenet_model.params, LENET_K, EPSILON)
+    images = fashion_mnist_images[0][:5]
+    kept = network.run_events(images, LENET_TIME_STEPS)
+    skipped = network.run_events(images, LENET_TIME_STEPS, keep_counts=False)
+
+    assert skipped.final_counts is None
+    assert len(kept.final_counts) == len(LENET.hidden)
+    for name in ("predictions", "spikes", "net_spikes", "sops"):
+        np.testing.assert_array_equal(getattr(skipped, name), getattr(kept, name), err_msg=name)
+
+
 def test_verify_finds_no_mismatch_when_settled(runs_by_batch_size):
     for batch_size, result in runs_by_batch_size.items():
         assert result.mismatch_counts == {layer.name: 0 for layer in LENET.hidden}, (
