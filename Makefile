@@ -37,8 +37,9 @@ QUICK := demo/quick
 QUICK_LENET_K := 0 1
 quick: setup
 	mkdir -p $(QUICK)/MLP/figs $(QUICK)/LeNet/figs
-	cp MLP/figs/ann_accuracy.json $(QUICK)/MLP/figs/
-	cp LeNet/figs/ann_accuracy.json $(QUICK)/LeNet/figs/
+	for arch in MLP LeNet; do \
+	    $(PY) -c "import sys; from ann2snn.logs import copy_ann_accuracy; copy_ann_accuracy(*sys.argv[1:])" \
+	        $$arch/figs $(QUICK)/$$arch/figs || exit 1; done
 	cd MLP && for k in 0 1 2; do \
 	    ../$(PY) Spiking_MLP_FashionMNIST.py --k $$k --time_steps 40 --verify \
 	        --data_dir ../data --model_dir ../pretrained/MLP/k$$k --figs_dir ../$(QUICK)/MLP/figs \

@@ -574,3 +574,21 @@ def record_ann_accuracy(figs_dir, key, info):
         data = read_ann_accuracy(figs_dir)
         data[key] = info
         write_json_atomically(figs_dir / ANN_ACCURACY_NAME, data)
+
+
+def copy_ann_accuracy(source_dir, target_dir):
+    """Copy source_dir/ann_accuracy.json into target_dir, keeping its model paths valid.
+
+    Each entry's "model" is a path relative to the file's folder, so a plain copy
+    into another folder would point elsewhere. Relative paths are rewritten
+    relative to target_dir, and absolute paths are kept. Returns the copied data.
+    """
+    source_dir, target_dir = Path(source_dir), Path(target_dir)
+    data = read_ann_accuracy(source_dir)
+    for entry in data.values():
+        model = entry.get("model") if isinstance(entry, dict) else None
+        if isinstance(model, str) and not os.path.isabs(model):
+            entry["model"] = os.path.relpath(os.path.abspath(source_dir / model), os.path.abspath(target_dir))
+    target_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomically(target_dir / ANN_ACCURACY_NAME, data)
+    return data

@@ -10,8 +10,8 @@ import pytest
 from ann2snn import logs
 from ann2snn.architectures import get_architecture
 from ann2snn.logs import (
-    LOG_NAMES, LogError, check_run_logs, find_runs, read_ann_accuracy, read_log, read_run_logs,
-    record_ann_accuracy, write_json_atomically, write_run_logs, write_text_atomically)
+    LOG_NAMES, LogError, check_run_logs, copy_ann_accuracy, find_runs, read_ann_accuracy, read_log,
+    read_run_logs, record_ann_accuracy, write_json_atomically, write_run_logs, write_text_atomically)
 
 
 def make_run(k=1, architecture="LeNet", batch_sizes=(4, 3), time_steps=5):
@@ -458,6 +458,24 @@ def test_record_ann_accuracy_rejects_invalid_input(tmp_path, key, info):
     with pytest.raises(ValueError):
         record_ann_accuracy(tmp_path, key, info)
     assert not (tmp_path / "ann_accuracy.json").exists()
+
+
+def test_copy_ann_accuracy_rebases_paths(tmp_path):
+    model = tmp_path / "pretrained" / "k1" / "model_fashion_mnist.npz"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"model")
+    source, target = tmp_path / "MLP" / "figs", tmp_path / "demo" / "quick" / "MLP" / "figs"
+    record_ann_accuracy(source, "k1", {"accuracy": 0.9, "model": "../../pretrained/k1/model_fashion_mnist.npz"})
+    record_ann_accuracy(source, "k0", {"accuracy": 0.8, "model": str(model)})
+    record_ann_accuracy(source, "k2", {"accuracy": 0.7})
+
+    copy_ann_accuracy(source, target)
+    copied = read_ann_accuracy(target)
+
+    assert (target / copied["k1"]["model"]).resolve() == model.resolve()
+    assert copied["k0"]["model"] == str(model)
+    assert copied["k2"] == {"accuracy": 0.7}
+    assert copied["k1"]["accuracy"] == 0.9
 
 
 def test_record_ann_accuracy_keeps_invalid_file(tmp_path):
