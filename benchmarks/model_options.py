@@ -50,3 +50,8 @@ def spiking_network(model):
     """Return the SpikingNetwork of `model`, with its recorded batch-norm epsilon."""
     return SpikingNetwork(model.architecture, model.params, model.k,
                           model.metadata.get("bn_epsilon", DEFAULT_BN_EPSILON))
+
+
+if __name__ == "__main__":
+    sys.exit("model_options.py is a module of the scripts in benchmarks/, not a script: run one of "
+             "them, for example python benchmarks/kernel_speed.py --help")

@@ -21,6 +21,8 @@ to a threshold. tests/test_benchmark_reference.py checks that both simulators
 write identical logs.
 """
 
+import sys
+
 import numpy as np
 
 from ann2snn.spiking_utils import snap_weights
@@ -199,3 +201,9 @@ def simulate_reference(model, images, labels, time_steps, batch_size):
             records["spike_collect"][batch, time_step] = net_so_far
             records["sop_num"][batch, time_step] = sops_so_far
     return records
+
+
+if __name__ == "__main__":
+    sys.exit("reference_simulator.py is a module, not a script: python "
+             "benchmarks/benchmark_simulation.py runs it against the project's simulator "
+             "(--help lists its options)")

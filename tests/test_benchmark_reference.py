@@ -321,3 +321,16 @@ def test_activation_counts_rejects_full_precision(data_dir):
     assert completed.returncode == 1, completed.stderr
     assert "contains a full-precision model: pass the folder of a quantized one" in completed.stderr
     assert "usage:" not in completed.stderr
+
+
+@pytest.mark.parametrize("module, script", [("model_options.py", "kernel_speed.py"),
+                                            ("reference_simulator.py", "benchmark_simulation.py")])
+def test_benchmark_module_names_script(module, script):
+    """Run as scripts, the two modules of benchmarks/ name the script to run instead."""
+    completed = subprocess.run([sys.executable, os.path.join(BENCHMARK_DIR, module), "--help"],
+                               cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    assert completed.returncode == 1
+    assert f"{module} is a module" in completed.stderr
+    assert script in completed.stderr
+    assert completed.stdout == ""
