@@ -15,6 +15,7 @@ padding may count for the function before. Needs `perf` on the PATH and permissi
 """
 
 import argparse
+import atexit
 import os
 import shutil
 import subprocess
@@ -24,6 +25,9 @@ import tempfile
 # Numba reads its cache folder when it is imported. A fresh one makes it compile,
 # which keeps the LLVM modules whose function addresses go into the map.
 os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="profile_kernel-")
+# The folder is removed at exit. Numba registers its exit handlers later, so they run
+# first and cannot leave an empty cache folder behind.
+atexit.register(shutil.rmtree, os.environ["NUMBA_CACHE_DIR"], ignore_errors=True)
 
 from model_options import add_model_options, load_model_and_images  # noqa: E402
 
@@ -94,7 +98,6 @@ def main():
                              "--stdio"], capture_output=True, text=True)
     lines = [line for line in report.stdout.splitlines() if line.strip() and not line.startswith("#")]
     print("\n".join(line[:120] for line in lines[:15]))
-    shutil.rmtree(os.environ["NUMBA_CACHE_DIR"], ignore_errors=True)
     return 0
 
 
