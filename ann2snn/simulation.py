@@ -138,7 +138,7 @@ def simulate(model, images, labels, time_steps, batch_size, verify=False, progre
 def _run_batch(network, images, time_steps, engine, keep_counts):
     """Return the Trace of `images` from the chosen engine.
 
-    The events engine writes the final counts only if `keep_counts`; the others always do.
+    The events engine writes the final counts only if `keep_counts`, and the others always do.
     """
     if engine == "events":
         return network.run_events(images, time_steps, keep_counts)
@@ -283,7 +283,8 @@ def _report(summary, result, run_dir, verify):
           f"{percent(summary['snn_accuracy'])} after {summary['time_steps']} time "
           f"step{'' if summary['time_steps'] == 1 else 's'} "
           f"(NumPy ANN {percent(summary['numpy_ann_accuracy'])} on the same "
-          f"{summary['num_images']} images; TensorFlow ANN recorded in the model file "
+          f"{summary['num_images']} image{'' if summary['num_images'] == 1 else 's'}; "
+          f"TensorFlow ANN recorded in the model file "
           f"{recorded}); accuracy final {since(summary['stable_accuracy_step'])}, "
           f"predictions equal the ANN's {since(summary['ann_agreement_step'])}, spikes settled "
           f"{since(summary['settled_step'])}; {summary['spikes_per_image']:.0f} spikes and "

@@ -367,6 +367,15 @@ def test_verify_reports_unsettled_counts(trained, tmp_path):
     assert_clean_error(result, 1, "counts have not settled", "more --time_steps")
 
 
+def test_summary_line_single_image(trained, tmp_path):
+    result = spiking("MLP", trained / "model", tmp_path / "figs", trained / "data",
+                     "--num_images", 1, "--time_steps", 1)
+
+    assert result.returncode == 0, result.stderr
+    assert "after 1 time step (" in result.stdout
+    assert "on the same 1 image;" in result.stdout
+
+
 def test_spiking_time_steps_beyond_memory(trained, tmp_path):
     result = spiking("MLP", trained / "model", tmp_path / "figs", trained / "data",
                      "--time_steps", 10 ** 13)
