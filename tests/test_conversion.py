@@ -656,7 +656,7 @@ def test_engines_give_same_logs(engine, lenet_model, fashion_mnist_images, runs_
 
 
 def test_unverified_events_same_logs(lenet_model, fashion_mnist_images, runs_by_batch_size):
-    # Without verify the events engine skips writing the final counts: the logs must not change.
+    # Without verify the events engine skips writing the final counts, and the logs must not change.
     images, labels = fashion_mnist_images
     for batch_size in (7, 50):
         unverified = simulate(lenet_model, images, labels, LENET_TIME_STEPS, batch_size,
@@ -677,6 +677,26 @@ def test_events_skip_final_counts(lenet_model, fashion_mnist_images):
     assert len(kept.final_counts) == len(LENET.hidden)
     for name in ("predictions", "spikes", "net_spikes", "sops"):
         np.testing.assert_array_equal(getattr(skipped, name), getattr(kept, name), err_msg=name)
+
+
+def test_events_thread_count_same_trace(lenet_model, fashion_mnist_images):
+    # Each thread takes a contiguous share of the images, so one thread must give the same trace.
+    numba = pytest.importorskip("numba")
+    network = SpikingNetwork(lenet_model.architecture, lenet_model.params, LENET_K, EPSILON)
+    images = fashion_mnist_images[0][:13]
+    default_trace = network.run_events(images, LENET_TIME_STEPS)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        single_trace = network.run_events(images, LENET_TIME_STEPS)
+    finally:
+        numba.set_num_threads(threads)
+
+    for name in ("predictions", "spikes", "net_spikes", "sops"):
+        np.testing.assert_array_equal(getattr(single_trace, name), getattr(default_trace, name),
+                                      err_msg=name)
+    for layer, (single, default) in enumerate(zip(single_trace.final_counts, default_trace.final_counts)):
+        np.testing.assert_array_equal(single, default, err_msg=f"final counts of layer {layer}")
 
 
 def test_verify_finds_no_mismatch_when_settled(runs_by_batch_size):
