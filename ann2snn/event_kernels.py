@@ -4,8 +4,8 @@ The same neurons as `spiking_utils`, simulated spike by spike. Every spike adds
 its weight column to the membranes it reaches (one synaptic operation each).
 Only neurons whose membrane changed, or whose count has not yet reached its
 target, are updated. The work is therefore proportional to the SOPs instead of
-to the dense convolutions. Images run in parallel over the CPU cores, each
-one layer at a time: a layer runs all its time steps before the next starts.
+to the dense convolutions. Images run in parallel over the CPU cores. Each
+image runs one layer at a time, through all time steps before the next layer.
 
 `simulate_images` returns the same per-step predictions, spikes, net spikes and
 SOPs as SpikingNetwork.run and .step; the tests compare the three.
@@ -158,7 +158,7 @@ def _room(log, used, extra):
 @njit(cache=True)
 def _first_layer_spikes(image, first_weights, first_stride, first_offset, first_threshold, target,
                         log, bounds, spikes, net):
-    """Write the first layer's spikes of all time steps into `log`; return the log.
+    """Write the first layer's spikes of all time steps into `log` and return the log.
 
     The first layer receives the image at step 0 only, so its membrane is fixed
     and a neuron whose final count (`target`, filled here) is n sends +1 at steps 0
@@ -181,7 +181,7 @@ def _first_layer_spikes(image, first_weights, first_stride, first_offset, first_
     for time_step in range(len(bounds) - 1):
         log = _room(log, used, num_below)
         bounds[time_step] = used
-        kept = 0
+        num_still_below = 0
         for index in range(num_below):
             row, column, channel = below[index, 0], below[index, 1], below[index, 2]
             log[used, 0] = row
@@ -190,13 +190,13 @@ def _first_layer_spikes(image, first_weights, first_stride, first_offset, first_
             log[used, 3] = 1
             used += 1
             if time_step + 1 < target[row, column, channel]:
-                below[kept, 0] = row
-                below[kept, 1] = column
-                below[kept, 2] = channel
-                kept += 1
+                below[num_still_below, 0] = row
+                below[num_still_below, 1] = column
+                below[num_still_below, 2] = channel
+                num_still_below += 1
         spikes[time_step] += num_below
         net[time_step] += num_below
-        num_below = kept
+        num_below = num_still_below
     bounds[-1] = used
     return log
 
@@ -204,7 +204,7 @@ def _first_layer_spikes(image, first_weights, first_stride, first_offset, first_
 @njit(cache=True)
 def _hidden_layer(inputs, input_bounds, weights, stride, unit, offset, threshold, inverse, count,
                   log, bounds, spikes, net, sops):
-    """Simulate one hidden layer for all time steps of one image; return its spike log.
+    """Simulate one hidden layer for all time steps of one image and return its spike log.
 
     `inputs` contains the previous layer's spikes, those of step t in rows
     input_bounds[t] to input_bounds[t + 1]. This layer's spikes go to `log` in
@@ -247,8 +247,8 @@ def simulate_images(inputs, first_weights, first_stride, first_offset, first_thr
     output shape, the first included. Results go into `predictions`, `spikes_total`,
     `net_total`, `sops_total` (T, N) and, if `keep_counts`, `final_counts` (a list of (N, H, W, C)).
 
-    Each image runs layer by layer: one layer for all time steps, its spikes kept
-    in a log, then the next layer from that log. No layer feeds back into an
+    Each image runs layer by layer. A layer runs all time steps and writes its
+    spikes to a log, from which the next layer runs. No layer feeds back into an
     earlier one, so this gives the same spikes as stepping the whole network, and
     only one layer's weights are in use at a time. The `num_workers` threads each
     take a contiguous share of the images and reuse their logs from image to image.

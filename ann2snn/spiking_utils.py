@@ -354,8 +354,8 @@ class SpikingNetwork:
         columns = {name: np.zeros((time_steps, num_images), dtype=np.int64)
                    for name in ("predictions", "spikes", "net_spikes", "sops")}
         # Numba needs arrays of the right type in the list even when it writes none.
-        kept_images = num_images if keep_counts else 0
-        final_counts = List([np.zeros((kept_images, *layer.output_shape)) for layer in self.layers])
+        images_with_counts = num_images if keep_counts else 0
+        final_counts = List([np.zeros((images_with_counts, *layer.output_shape)) for layer in self.layers])
         event_kernels.simulate_images(
             inputs, *self._event_parameters, time_steps, columns["predictions"],
             columns["spikes"], columns["net_spikes"], columns["sops"], final_counts,

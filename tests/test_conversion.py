@@ -670,13 +670,13 @@ def test_unverified_events_same_logs(lenet_model, fashion_mnist_images, runs_by_
 def test_events_skip_final_counts(lenet_model, fashion_mnist_images):
     network = SpikingNetwork(lenet_model.architecture, lenet_model.params, LENET_K, EPSILON)
     images = fashion_mnist_images[0][:5]
-    kept = network.run_events(images, LENET_TIME_STEPS)
-    skipped = network.run_events(images, LENET_TIME_STEPS, keep_counts=False)
+    with_counts = network.run_events(images, LENET_TIME_STEPS)
+    without_counts = network.run_events(images, LENET_TIME_STEPS, keep_counts=False)
 
-    assert skipped.final_counts is None
-    assert len(kept.final_counts) == len(LENET.hidden)
+    assert without_counts.final_counts is None
+    assert len(with_counts.final_counts) == len(LENET.hidden)
     for name in ("predictions", "spikes", "net_spikes", "sops"):
-        np.testing.assert_array_equal(getattr(skipped, name), getattr(kept, name), err_msg=name)
+        np.testing.assert_array_equal(getattr(without_counts, name), getattr(with_counts, name), err_msg=name)
 
 
 def test_events_thread_count_same_trace(lenet_model, fashion_mnist_images):
