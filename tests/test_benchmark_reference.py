@@ -334,3 +334,21 @@ def test_benchmark_module_names_script(module, script):
     assert f"{module} is a module" in completed.stderr
     assert script in completed.stderr
     assert completed.stdout == ""
+
+
+def test_dense_bf16_script_runs():
+    """benchmarks/dense_bf16.py times one exact product per LeNet layer that receives spikes."""
+    completed = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARK_DIR, "dense_bf16.py"), "--batch_size", "1",
+         "--time_steps", "2", "--repeats", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert lines[0] == "1 images, 2 steps, 4 weight digits"
+    assert [line.split()[0] for line in lines[1:-1]] == [layer.name for layer in LENET.hidden[1:]]
+    # conv2: 8 x 8 output positions for 2 steps, a 5 x 5 x 32 window, 4 digits of 64 channels.
+    assert lines[2].startswith("conv2      128 x  800 by  800 x  256:")
+    assert all(line.endswith(", exact") for line in lines[1:-1])
+    assert lines[-1].startswith("products of all layers: ")
+    assert lines[-1].endswith(" ms per image")

@@ -1,0 +1,95 @@
+"""Time exact dense bfloat16 products of the size a dense simulation of LeNet needs.
+
+    python benchmarks/dense_bf16.py [--batch_size 50] [--time_steps 20] [--repeats 5]
+
+Could a simulator that recomputes every layer at every step, with products in
+bfloat16, beat the event-driven kernel and still be exact? bfloat16 represents
+every integer up to 256 exactly. So each int32 weight of
+`spiking_utils.integer_weights` (below 2^29 in magnitude) is split into signed
+8-bit digits. A spike frame (+1, 0 or -1 per input) times a digit column then
+sums to an integer of at most 1,024 x 128 = 2^17 in magnitude, which float32
+accumulates exactly in any order. The digits are stacked as extra output
+columns, so every layer becomes one product per batch of --batch_size images
+and --time_steps steps.
+
+For every LeNet layer that receives spikes, this script times that product
+with TensorFlow's XLA compiler (bfloat16 inputs, float32 output), on random
+spike frames and digits of the layer's im2col shape. It checks each result
+against NumPy's float64 product and prints the milliseconds per image of the
+products alone. A dense simulator would also need the im2col gathers and the
+neuron updates, so this is a lower bound of its time. Exits 1 if a product
+is not exact.
+"""
+
+import argparse
+import math
+import os
+import sys
+import time
+
+import numpy as np
+from model_options import positive_int
+
+from ann2snn.architectures import LENET
+from ann2snn.spiking_utils import WEIGHT_GRID_BITS
+
+# Magnitudes below 2^(WEIGHT_GRID_BITS + 1), plus a sign, in signed 8-bit digits.
+NUM_DIGITS = math.ceil((WEIGHT_GRID_BITS + 2) / 8)
+
+
+def layer_products(batch_size, time_steps):
+    """Return (name, rows, depth, columns) of the product of each LeNet layer that receives spikes."""
+    products = []
+    for layer, (input_shape, output_shape) in list(zip(LENET.hidden, LENET.layer_shapes()))[1:]:
+        rows = batch_size * time_steps * output_shape[0] * output_shape[1]
+        depth = layer.kernel_size * layer.kernel_size * input_shape[2]
+        products.append((layer.name, rows, depth, NUM_DIGITS * layer.out_channels))
+    return products
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch_size", type=positive_int, default=50,
+                        help="images per product (default: 50, the Spiking scripts' batch)")
+    parser.add_argument("--time_steps", type=positive_int, default=20, help="time steps (default: 20)")
+    parser.add_argument("--repeats", type=positive_int, default=5,
+                        help="timed products per layer; the fastest counts (default: 5)")
+    args = parser.parse_args()
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    @tf.function(jit_compile=True)
+    def product(frames, digits):
+        return tf.raw_ops.BatchMatMulV3(x=frames, y=digits, Tout=tf.float32)
+
+    rng = np.random.default_rng(0)
+    total = 0.0
+    inexact = []
+    print(f"{args.batch_size} images, {args.time_steps} steps, {NUM_DIGITS} weight digits")
+    for name, rows, depth, columns in layer_products(args.batch_size, args.time_steps):
+        frames = rng.integers(-1, 2, (rows, depth)).astype(np.float32)
+        digits = rng.integers(-128, 128, (depth, columns)).astype(np.float32)
+        frames_bf16, digits_bf16 = tf.cast(frames, tf.bfloat16), tf.cast(digits, tf.bfloat16)
+        # The first call compiles the product for this shape.
+        result = product(frames_bf16, digits_bf16).numpy()
+        exact = np.array_equal(result.astype(np.float64), frames.astype(np.float64) @ digits)
+        fastest = math.inf
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            product(frames_bf16, digits_bf16).numpy()
+            fastest = min(fastest, time.perf_counter() - start)
+        total += fastest
+        if not exact:
+            inexact.append(name)
+        print(f"{name:6s} {rows:7d} x {depth:4d} by {depth:4d} x {columns:4d}: "
+              f"{fastest * 1e3:8.2f} ms, {rows * depth * columns / fastest / 1e9:6.1f} G multiply-adds/s, "
+              f"{'exact' if exact else 'NOT EXACT'}")
+    print(f"products of all layers: {total * 1e3 / args.batch_size:.3f} ms per image")
+    if inexact:
+        sys.exit(f"error: the bfloat16 products of {', '.join(inexact)} differ from NumPy's float64 "
+                 "products: this TensorFlow does not accumulate them exactly in float32")
+
+
+if __name__ == "__main__":
+    main()
