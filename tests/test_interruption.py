@@ -318,6 +318,33 @@ def trained_one_epoch(tmp_path_factory):
     return root
 
 
+def test_resumed_training_equals_uninterrupted(trained_one_epoch, tmp_path):
+    """One epoch, then a resume to two, gives the parameters of two epochs in one run.
+
+    So the from-scratch command in pretrained/manifest.json reproduces a model whose
+    training was stopped and resumed.
+    """
+    def train(model_dir, resume, n_epoch):
+        result = subprocess.run(
+            [sys.executable, str(QUANT_SCRIPT), *TRAIN_OPTIONS, "--resume", resume,
+             "--n_epoch", str(n_epoch), "--data_dir", str(trained_one_epoch / "data"),
+             "--model_dir", str(model_dir), "--figs_dir", str(tmp_path / "figs")],
+            capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(trained_one_epoch / "model", resumed_dir)
+    train(resumed_dir, "True", 2)
+    train(tmp_path / "uninterrupted", "False", 2)
+
+    resumed = load_model(str(resumed_dir / MODEL_FILE_NAME), arch=MLP, k=0)
+    uninterrupted = load_model(str(tmp_path / "uninterrupted" / MODEL_FILE_NAME), arch=MLP, k=0)
+    assert resumed.metadata["epochs"] == uninterrupted.metadata["epochs"] == 2
+    assert len(resumed.params) == len(uninterrupted.params)
+    for resumed_param, uninterrupted_param in zip(resumed.params, uninterrupted.params):
+        np.testing.assert_array_equal(resumed_param, uninterrupted_param)
+
+
 def test_training_interrupted_then_resumed(trained_one_epoch, tracer, tmp_path):
     """SIGTERM mid-epoch, then SIGKILL mid-save, then a resume that finishes the epochs."""
     model_dir = tmp_path / "model"
