@@ -60,7 +60,11 @@ def announce(event):
     print(f"TRACE {count} {event}", file=sys.stderr, flush=True)
     if pause_at in (str(count), event):
         print("TRACE paused", file=sys.stderr, flush=True)
-        time.sleep(600)
+        # Short sleeps: the kernel may deliver the signal to another thread (Numba's,
+        # TensorFlow's), which does not wake this one. Python then runs its handler
+        # between two sleeps.
+        for _ in range(6000):
+            time.sleep(0.1)
 
 
 def traced(name, function):
