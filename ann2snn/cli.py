@@ -7,6 +7,7 @@ learning rate of 1e-4, batch 200, a checkpoint every epoch, SNN batch 50 and
 
 import argparse
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -19,6 +20,12 @@ import threading
 MAX_K = 8
 # NumPy's legacy random generator, which the training shuffles with, takes seeds below 2^32.
 MAX_SEED = 2 ** 32 - 1
+# simulation.simulate first allocates its four logs as int64 arrays of shape (batches,
+# time steps), with up to 10,000 batches. NumPy raises ValueError, not MemoryError, for an
+# array of more than 2^63 - 1 bytes, and 10,000 * 10^14 * 8 bytes stays below that. Near
+# this bound even one batch needs petabytes for its logs, so such values end in the "not
+# enough memory" usage error instead of a traceback.
+MAX_TIME_STEPS = 10 ** 14
 
 
 class UsageError(Exception):
@@ -48,6 +55,33 @@ def positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"invalid value {value}: must be at least 1")
     return value
+
+
+def count_at_most(maximum, reason):
+    """Return an argparse type that parses an integer from 1 to `maximum`; `reason` ends its message."""
+    def parse(text):
+        value = positive_int(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"invalid value {value}: use at most {maximum} {reason}")
+        return value
+    return parse
+
+
+time_step_count = count_at_most(MAX_TIME_STEPS, "time steps (the default is 20)")
+
+
+def nonempty_path(text):
+    """Parse a file or folder path, rejecting an empty or blank one.
+
+    An empty path would otherwise act as the current folder, so that an unset shell
+    variable would make a script write its data, model or logs there.
+    """
+    if not text.strip():
+        problem = "empty" if not text else "blank"
+        raise argparse.ArgumentTypeError(
+            f"invalid path {text!r}: the path is {problem}. Pass a path, such as . for the "
+            f"current folder")
+    return text
 
 
 def quantization_level(text):
@@ -113,20 +147,24 @@ def script_folder(script_path):
     return os.path.dirname(os.path.abspath(script_path))
 
 
-def add_common_options(parser, script_path):
-    parser.add_argument("--data_dir", default="./data",
+def add_common_options(parser, script_path, seed_help):
+    """Add the options that every script shares: the three folders and --seed.
+
+    `seed_help` is the whole help text of --seed, because only the training scripts use the seed.
+    """
+    parser.add_argument("--data_dir", type=nonempty_path, default="./data",
                         help="folder with Fashion-MNIST in TensorLayer's layout "
                              "(<data_dir>/fashion_mnist/*.gz); if missing, the copy of Debian's "
                              "dataset-fashion-mnist is used, then a download (default: ./data)")
-    parser.add_argument("--model_dir", default=".",
+    parser.add_argument("--model_dir", type=nonempty_path, default=".",
                         help="folder of the checkpoint and model_fashion_mnist.npz "
                              "(default: the current folder)")
-    parser.add_argument("--figs_dir", default=os.path.join(script_folder(script_path), "figs"),
+    parser.add_argument("--figs_dir", type=nonempty_path,
+                        default=os.path.join(script_folder(script_path), "figs"),
                         help="folder for logs and recorded accuracies "
                              "(default: figs/ next to the script)")
     parser.add_argument("--seed", type=seed_value, default=0,
-                        help=f"random seed for initialization and shuffling, 0 to {MAX_SEED} "
-                             "(default: 0)")
+                        help=seed_help)
 
 
 def training_parser(description, script_path, quantized, default_epochs):
@@ -149,7 +187,9 @@ def training_parser(description, script_path, quantized, default_epochs):
                         help="training batch size in images (default: 200)")
     parser.add_argument("--learning_rate", type=positive_float, default=1e-4,
                         help="Adam learning rate (default: 1e-4)")
-    add_common_options(parser, script_path)
+    add_common_options(parser, script_path,
+                       seed_help=f"random seed for initialization and shuffling, 0 to "
+                                 f"{MAX_SEED} (default: 0)")
     parser.add_argument("--num_train_images", type=positive_int, default=None,
                         help="train on the first N of the 50,000 training images only, "
                              "for quick tests (default: all)")
@@ -165,8 +205,9 @@ def spiking_parser(description, script_path):
     parser.add_argument("--k", type=quantization_level, default=0,
                         help="quantization level of the trained model to convert "
                              "(integer, default: 0)")
-    parser.add_argument("--time_steps", type=positive_int, default=20,
-                        help="time steps simulated per image (default: 20)")
+    parser.add_argument("--time_steps", type=time_step_count, default=20,
+                        help=f"time steps simulated per image, 1 to {MAX_TIME_STEPS} "
+                             "(default: 20)")
     parser.add_argument("--batch_size", type=positive_int, default=50,
                         help="images simulated together; results do not depend on it "
                              "(default: 50)")
@@ -184,7 +225,11 @@ def spiking_parser(description, script_path):
     parser.add_argument("--allow_pickle", action="store_true",
                         help="accept an npz in the paper's original layout, which stores the "
                              "parameters as a pickle; only for files you trust")
-    add_common_options(parser, script_path)
+    add_common_options(parser, script_path,
+                       seed_help=f"random seed, 0 to {MAX_SEED} (default: 0). It is unused "
+                                 "here, because the conversion and simulation are "
+                                 "deterministic, and accepted so that all scripts share one "
+                                 "command line")
     return parser
 
 
@@ -205,6 +250,43 @@ def usage_errors(parser):
         parser.error(str(error))
 
 
+_READ_ADVICE = "Check that the file exists and is readable, then run the command again."
+_WRITE_ADVICE = ("Check that the folder exists, is writable and has free space, then run the "
+                 "command again.")
+
+
+def os_error_advice(error):
+    """Return what to check after `error`: the advice for a failed read or a failed write.
+
+    The errno and the file tell the two apart only in part. An access error on a file
+    that exists but cannot be read now, or a missing file in an existing folder, is taken
+    for a failed read. Every other error is taken for a failed write, such as on a full
+    disk or in a folder whose permissions changed meanwhile.
+    """
+    path = error.filename
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        return _WRITE_ADVICE
+    if error.errno in (errno.EACCES, errno.EPERM) and not _can_read(path):
+        return _READ_ADVICE
+    if error.errno == errno.ENOENT and os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        return _READ_ADVICE
+    return _WRITE_ADVICE
+
+
+def _can_read(path):
+    """Return False if `path` is a file that cannot be opened or a folder that cannot be listed."""
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)
+        elif os.path.isfile(path):
+            # Only regular files are opened: opening a FIFO for reading would block.
+            with open(path, "rb"):
+                pass
+    except OSError:
+        return False
+    return True
+
+
 def _raise_terminated(signum, frame):
     raise Terminated()
 
@@ -212,11 +294,12 @@ def _raise_terminated(signum, frame):
 def run_main(main, argv=None):
     """Run `main(argv)` and turn the project's expected errors into one message and an exit code.
 
-    UsageError exits with 2, DataError, ModelFileError and OSError with 1. SIGINT exits with
+    UsageError exits with 2; DataError, ModelFileError, LogError and OSError with 1. SIGINT exits with
     130 and SIGTERM with 143 (128 + the signal number), after the cleanup of the
     interrupted write has run.
     """
     from .data import DataError
+    from .logs import LogError
     from .model_file import ModelFileError
 
     setup_logging()
@@ -229,14 +312,11 @@ def run_main(main, argv=None):
     except UsageError as error:
         log.error("error: %s", error)
         return 2
-    except (DataError, ModelFileError) as error:
+    except (DataError, ModelFileError, LogError) as error:
         log.error("error: %s", error)
         return 1
     except OSError as error:
-        # The output folders are checked before any work starts, so this is a write that
-        # failed later, e.g. on a full disk or a folder whose permissions changed meanwhile.
-        log.error("error: %s. Check that the folder exists, is writable and has free space, "
-                  "then run the command again.", error)
+        log.error("error: %s. %s", error, os_error_advice(error))
         return 1
     except KeyboardInterrupt as error:
         signum = signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT

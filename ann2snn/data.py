@@ -5,14 +5,18 @@
 1. ``<data_dir>/fashion_mnist/``, the folder that TensorLayer downloads into, then
    ``<data_dir>`` itself, so that ``--data_dir`` may also point straight at the files.
 2. ``system_dir``, by default where Debian's dataset-fashion-mnist package installs
-   them. The files are copied into ``<data_dir>/fashion_mnist/`` when that folder can
-   be written. Otherwise they are read from ``system_dir``.
+   them. The files missing from ``<data_dir>/fashion_mnist/`` are copied there, or into
+   ``<data_dir>`` if only that folder contains some of the four. When the folder
+   contained none of them and cannot be written, the files are read from ``system_dir``.
 3. If ``download`` is true, TensorLayer's ``load_fashion_mnist_dataset``, which
    downloads the missing files into ``<data_dir>/fashion_mnist/``.
 
-If all of these fail, DataError lists every path tried and how to get the data.
-The files are always parsed by this module's own reader, which raises DataError
-naming the file for any invalid content.
+A file that exists is never replaced. A folder with some of the four files is completed
+instead, so that the files the user put there are read. If both folders contain some, or the
+missing files cannot be copied or downloaded, DataError names the folder, the files it
+contains and the files it lacks. If all steps fail, DataError lists every path tried and
+how to get the data. The files are always parsed by this module's own reader, which
+raises DataError naming the file for any invalid content.
 
 This module imports neither TensorFlow nor TensorLayer at module level, because the
 spiking scripts import it and must start fast. TensorLayer is imported only for the
@@ -83,11 +87,14 @@ class Dataset:
 
 
 def find_data_files(data_dir="./data", system_dir=SYSTEM_DATA_DIR, download=True):
-    """Return a folder that contains all four Fashion-MNIST files.
+    """Return a folder that contains all four Fashion-MNIST files, copying or downloading them.
 
     The look-up order is in the module docstring. Pass ``system_dir=None`` to skip
     the system folder. Raises DataError when no folder contains all four files.
     """
+    if not str(data_dir).strip():
+        raise DataError(f"invalid data folder {str(data_dir)!r}: the path is empty. Pass the "
+                        f"folder of Fashion-MNIST, such as ./data")
     local_dir = os.path.join(data_dir, TENSORLAYER_SUBFOLDER)
     attempts = []
 
@@ -97,13 +104,20 @@ def find_data_files(data_dir="./data", system_dir=SYSTEM_DATA_DIR, download=True
             return folder
         attempts.append(_describe_missing(folder, missing))
 
-    if system_dir:
-        missing = _missing_files(system_dir)
-        if not missing:
-            return _copy_system_files(system_dir, local_dir)
-        attempts.append(_describe_missing(system_dir, missing))
+    target = _folder_to_complete(local_dir, data_dir)
+    missing = _missing_files(target)
 
-    if download:
+    if system_dir:
+        if all(os.path.isfile(os.path.join(system_dir, name)) for name in missing):
+            return _copy_system_files(system_dir, target, missing)
+        attempts.append(_describe_missing(system_dir, _missing_files(system_dir)))
+
+    if not download:
+        attempts.append("download: skipped because download=False")
+    elif target != local_dir:
+        attempts.append(f"download: skipped because TensorLayer downloads into {local_dir}, "
+                        f"so the files in {data_dir} would not be read")
+    else:
         download_error = _download_with_tensorlayer(data_dir)
         missing = _missing_files(local_dir)
         if not missing:
@@ -113,11 +127,14 @@ def find_data_files(data_dir="./data", system_dir=SYSTEM_DATA_DIR, download=True
         else:
             outcome = f"failed with {type(download_error).__name__}: {download_error}"
         attempts.append(f"download into {local_dir}: {outcome}")
-    else:
-        attempts.append("download: skipped because download=False")
 
     tried = "\n".join(f"  - {attempt}" for attempt in attempts)
-    raise DataError(f"Fashion-MNIST files not found. Tried:\n{tried}\n{_GET_DATA_HINT}")
+    message = f"Fashion-MNIST files not found. Tried:\n{tried}\n"
+    present = _present_files(target)
+    if present:
+        message += (f"{_describe_contents(target)}, and files that exist are never replaced, "
+                    f"so add the missing files to {target}. ")
+    raise DataError(message + _GET_DATA_HINT)
 
 
 def load_fashion_mnist(data_dir="./data", system_dir=SYSTEM_DATA_DIR, download=True):
@@ -173,6 +190,32 @@ def _missing_files(folder):
     return [name for name in FILE_NAMES.values() if not os.path.isfile(os.path.join(folder, name))]
 
 
+def _present_files(folder):
+    return [name for name in FILE_NAMES.values() if os.path.isfile(os.path.join(folder, name))]
+
+
+def _describe_contents(folder):
+    """Return "<folder> contains A, B but not C, D" for a folder with some of the four files."""
+    return (f"{folder} contains {', '.join(_present_files(folder))} but not "
+            f"{', '.join(_missing_files(folder))}")
+
+
+def _folder_to_complete(local_dir, data_dir):
+    """Return the folder that the missing files are copied or downloaded into.
+
+    That is the one of local_dir and data_dir that contains some of the four files, so
+    that they are read together with the copied ones, or local_dir when neither does.
+    Raises DataError when both contain some, because it is unclear which set to complete.
+    """
+    partial = [folder for folder in (local_dir, data_dir) if _present_files(folder)]
+    if len(partial) == 2:
+        raise DataError(
+            f"Fashion-MNIST is incomplete in two folders: {_describe_contents(local_dir)}, "
+            f"and {_describe_contents(data_dir)}. Move all four files into one of the two "
+            f"folders, then run the command again. {_GET_DATA_HINT}")
+    return partial[0] if partial else local_dir
+
+
 def _describe_missing(folder, missing):
     if not os.path.isdir(folder):
         return f"{folder}: folder not found"
@@ -181,28 +224,50 @@ def _describe_missing(folder, missing):
     return f"{folder}: missing {', '.join(missing)}"
 
 
-def _copy_system_files(system_dir, local_dir):
-    """Copy the four files from system_dir into local_dir and return the folder to read.
+def _copy_system_files(system_dir, target, names):
+    """Copy the files `names`, which target lacks, from system_dir and return the folder to read.
 
     Each file is written under a temporary name and then renamed, so an interrupted
-    copy never leaves a partial file under the final name. If local_dir cannot be
-    created or written, the files are read from system_dir instead.
+    copy never leaves a partial file under the final name. If target contains none of
+    the four files and cannot be created or written, the files are read from system_dir
+    instead. If it contains some, a failed copy raises DataError, because reading
+    system_dir would silently ignore them.
     """
+    present = _present_files(target)
+    for name in names:
+        path = os.path.join(target, name)
+        if os.path.lexists(path):
+            raise DataError(
+                f"{path} exists but is not a file (a folder or a broken symbolic link), so "
+                f"Fashion-MNIST cannot be copied there. Move it away or replace it with the "
+                f"file {os.path.join(system_dir, name)}, then run the command again.")
+
     try:
-        os.makedirs(local_dir, exist_ok=True)
-        for name in FILE_NAMES.values():
-            _copy_file_atomically(os.path.join(system_dir, name), os.path.join(local_dir, name))
+        os.makedirs(target, exist_ok=True)
+        for name in names:
+            # NOTE: a file created under this name after the check above is still replaced.
+            _copy_file_atomically(os.path.join(system_dir, name), os.path.join(target, name))
     except OSError as error:
+        if present:
+            raise DataError(
+                f"Copying the missing Fashion-MNIST files from {system_dir} into {target} "
+                f"failed ({error}). {_describe_contents(target)}. Add the missing files "
+                f"there, or make the folder writable, then run the command again."
+            ) from error
         logger.warning(
             "Copying Fashion-MNIST into %s failed (%s). Reading it from %s instead.",
-            local_dir,
+            target,
             error,
             system_dir,
         )
         return system_dir
 
-    logger.info("Copied Fashion-MNIST from %s to %s", system_dir, local_dir)
-    return local_dir
+    if present:
+        logger.info("Copied %s from %s into %s and kept the files it already contained: %s",
+                    ", ".join(names), system_dir, target, ", ".join(present))
+    else:
+        logger.info("Copied Fashion-MNIST from %s to %s", system_dir, target)
+    return target
 
 
 def _copy_file_atomically(source, target):
@@ -325,6 +390,11 @@ def _decompress(path):
     except zlib.error as error:
         raise DataError(
             f"{path} is corrupt: gzip decompression failed ({error}). {_REPLACE_FILE_HINT}"
+        ) from error
+    except PermissionError as error:
+        raise DataError(
+            f"Reading {path} failed: {error}. Make the file readable for this user (for "
+            f"example with chmod a+r {path}), then run the command again."
         ) from error
     except OSError as error:
         raise DataError(f"Reading {path} failed: {error}. {_REPLACE_FILE_HINT}") from error
