@@ -34,6 +34,12 @@ CHECKPOINT_STATE_NAME = "checkpoint"
 PARTIAL_SUFFIX = ".partial"
 # Marks the full-precision model in the checkpoint's config/k variable.
 FULL_PRECISION_K = -1
+# Maximum number of parameter names that one message lists. Further parameters are only counted.
+MAX_LISTED_PARAMETER_NAMES = 3
+
+
+class TrainingError(Exception):
+    """A run that cannot go on. run() logs the message and returns exit code 1."""
 
 
 def _import_tensorflow():
@@ -73,6 +79,7 @@ class Graph:
         self.next_epoch = tf1.placeholder(tf.int64, [], name="next_epoch")
         self.set_epoch = tf1.assign(self.epoch, self.next_epoch)
         self.parameters = tf_model.parameter_variables(arch)
+        self.parameter_names = [name for name, _ in arch.param_shapes()]
         self.saver = tf1.train.Saver(tf1.global_variables(), max_to_keep=None)
 
 
@@ -178,7 +185,108 @@ def _checkpoint_request(args):
     return "--mode inference" if args.mode == "inference" else "--resume True"
 
 
-def find_checkpoint(args, k):
+def check_accuracy_record(figs_dir):
+    """Raise TrainingError when <figs_dir>/ann_accuracy.json exists but is not a readable JSON object.
+
+    The run records its test accuracy there at its very end, so a damaged file is
+    reported before any work instead of after it.
+    """
+    try:
+        logs.read_ann_accuracy(figs_dir)
+    except logs.LogError as error:
+        raise TrainingError(
+            f"{error}. This run records its test accuracy in that file, so it stopped before "
+            f"training or writing anything. Repair the file, or delete it (the next run then "
+            f"writes a new one with its own entry only), or pass another --figs_dir.") from None
+
+
+def _read_checkpoint_state(model_dir):
+    """Return TensorFlow's CheckpointState of `model_dir`, or None if it is missing or unreadable."""
+    tf1 = _import_tensorflow().compat.v1
+    try:
+        return tf1.train.get_checkpoint_state(model_dir)
+    except ValueError:
+        # TensorFlow 2.21 raises ValueError (UnicodeDecodeError included) for a state
+        # without model_checkpoint_path or with bytes that are not UTF-8. It returns
+        # None for other text that does not parse.
+        return None
+
+
+def _checkpoint_state_problem(model_dir):
+    """Return why the checkpoint state file in `model_dir` is damaged, or None.
+
+    None also means that there is no state file. Raises ModelFileError when the file
+    cannot be opened, for example because it is a folder, which a save cannot replace.
+    """
+    path = os.path.abspath(os.path.join(model_dir, CHECKPOINT_STATE_NAME))
+    if not os.path.lexists(path):
+        return None
+    try:
+        with open(path, "rb") as stream:
+            content = stream.read()
+    except OSError as error:
+        raise ModelFileError(
+            f"checkpoint state file {path} cannot be read ({error.strerror or error}). "
+            f"Delete it or make it a readable file, or pass another --model_dir.") from None
+    if not content:
+        return "it is empty"
+    try:
+        content.decode("utf-8")
+    except UnicodeDecodeError:
+        return "it is not UTF-8 text"
+    if _read_checkpoint_state(model_dir) is None:
+        return ("it is not a checkpoint state in TensorFlow's text format with a "
+                "model_checkpoint_path")
+    return None
+
+
+def check_checkpoint_state(args):
+    """Raise ModelFileError when --resume True or --mode inference needs a damaged state file.
+
+    With --resume False a damaged state file only gets a warning, because the first
+    save of the new training replaces it.
+    """
+    problem = _checkpoint_state_problem(args.model_dir)
+    if problem is None:
+        return
+    path = os.path.abspath(os.path.join(args.model_dir, CHECKPOINT_STATE_NAME))
+    if not (args.resume or args.mode == "inference"):
+        log.warning("checkpoint state file %s is damaged (%s). This training from scratch "
+                    "replaces it when it saves its first epoch.", path, problem)
+        return
+    final = checkpoint_path(os.path.abspath(args.model_dir))
+    if os.path.isfile(final + ".index"):
+        fix = (f"If the checkpoint files {final}.* are intact, replace the content of the "
+               f"state file with the line: model_checkpoint_path: \"{CHECKPOINT_PREFIX}\". "
+               f"Otherwise train from scratch with --resume False, which replaces the file.")
+    else:
+        fix = ("Restore it from a copy, or train from scratch with --resume False, which "
+               "replaces the file.")
+    raise ModelFileError(
+        f"checkpoint state file {path} is damaged: {problem}, so {_checkpoint_request(args)} "
+        f"cannot tell which checkpoint to restore. {fix}")
+
+
+def _describe_k(value):
+    return "full precision" if value == FULL_PRECISION_K else f"k={value}"
+
+
+def _other_k_message(path, found_k, expected_k, arch):
+    """Return the message for a checkpoint of another quantization level, with a fitting fix."""
+    mismatch = (f"checkpoint {path} was trained with {_describe_k(found_k)}, but "
+                f"{_describe_k(expected_k)} was requested.")
+    if expected_k == FULL_PRECISION_K:
+        return (f"{mismatch} Use it with Quant_{arch.name}_FashionMNIST.py --k {found_k}, "
+                f"or pass --model_dir with a checkpoint of FP32_{arch.name}_FashionMNIST.py.")
+    if found_k == FULL_PRECISION_K:
+        return (f"{mismatch} No --k matches a full-precision checkpoint: use it with "
+                f"FP32_{arch.name}_FashionMNIST.py, or pass --model_dir with a "
+                f"k={expected_k} checkpoint.")
+    return (f"{mismatch} Pass --k {found_k} to use it, or pass --model_dir with a "
+            f"k={expected_k} checkpoint.")
+
+
+def find_checkpoint(args, k, arch):
     """Return the path of the newest complete checkpoint in --model_dir, checked against `k`.
 
     Raises UsageError when there is none and ModelFileError when it is unreadable or
@@ -187,7 +295,7 @@ def find_checkpoint(args, k):
     tf = _import_tensorflow()
     tf1 = tf.compat.v1
     # tf1.train.latest_checkpoint would do, but it logs its own error when the files are missing.
-    state = tf1.train.get_checkpoint_state(args.model_dir)
+    state = _read_checkpoint_state(args.model_dir)
     path = state.model_checkpoint_path if state is not None else None
     if path is None or not os.path.isfile(path + ".index"):
         raise UsageError(_missing_checkpoint_message(args))
@@ -198,14 +306,8 @@ def find_checkpoint(args, k):
         raise ModelFileError(f"checkpoint {path} is not readable or was not written by "
                              f"this project: {error}") from error
     expected_k = FULL_PRECISION_K if k is None else k
-
-    def describe(value):
-        return "full precision" if value == FULL_PRECISION_K else f"k={value}"
-
     if found_k != expected_k:
-        raise ModelFileError(
-            f"checkpoint {path} was trained with {describe(found_k)}, but "
-            f"{describe(expected_k)} was requested. Pass the matching --k or another --model_dir.")
+        raise ModelFileError(_other_k_message(path, found_k, expected_k, arch))
     return path
 
 
@@ -254,8 +356,8 @@ def _finish_interrupted_save(model_dir):
     final checkpoint again before that, or a crash during the rewrite would leave
     no complete checkpoint.
     """
-    tf1 = _import_tensorflow().compat.v1
-    state = tf1.train.get_checkpoint_state(model_dir)
+    # A damaged state file names no save to finish, and this save replaces it.
+    state = _read_checkpoint_state(model_dir)
     partial = checkpoint_path(model_dir) + PARTIAL_SUFFIX
     if state is None or os.path.basename(state.model_checkpoint_path) != os.path.basename(partial):
         return
@@ -288,7 +390,8 @@ def save_checkpoint(session, graph, model_dir):
 def restore_checkpoint(session, graph, path, arch):
     """Restore the checkpoint at `path` (from find_checkpoint); return the epochs it finished.
 
-    Raises ModelFileError when the checkpoint belongs to another network or cannot be read.
+    Raises ModelFileError when the checkpoint belongs to another network, cannot be
+    read or contains NaN or Inf parameter values.
     """
     tf = _import_tensorflow()
     try:
@@ -305,7 +408,53 @@ def restore_checkpoint(session, graph, path, arch):
             f"checkpoint {path} could not be read ({type(error).__name__}): its files are "
             f"probably truncated or damaged. Restore them from a copy, or train from scratch "
             f"with --resume False.") from error
+    non_finite = _non_finite_parameters(graph, session.run(graph.parameters))
+    if non_finite is not None:
+        raise ModelFileError(
+            f"checkpoint {path} contains {non_finite}: the training that wrote it diverged, "
+            f"or its files are damaged. Train from scratch with --resume False and a smaller "
+            f"--learning_rate, or pass --model_dir with another checkpoint.")
     return int(session.run(graph.epoch))
+
+
+def _non_finite_parameters(graph, params):
+    """Return a description of the NaN and Inf values in `params` (graph.parameters' values).
+
+    Returns None when every value is finite.
+    """
+    counts = [(name, int(np.count_nonzero(~np.isfinite(value))))
+              for name, value in zip(graph.parameter_names, params)]
+    damaged = [(name, count) for name, count in counts if count]
+    if not damaged:
+        return None
+    total = sum(count for _, count in damaged)
+    listed = ", ".join(f"{name} ({count})" for name, count in damaged[:MAX_LISTED_PARAMETER_NAMES])
+    more = len(damaged) - MAX_LISTED_PARAMETER_NAMES
+    if more > 0:
+        listed += f" and {more} more parameter{'s' if more > 1 else ''}"
+    return f"{total} NaN or Inf parameter values in {listed}"
+
+
+def _check_epoch_finite(session, graph, args, epoch, train_loss, val_loss):
+    """Raise TrainingError when epoch `epoch` (0-based) ended with a NaN or Inf loss or parameter.
+
+    Runs before the epoch is saved, so the checkpoint keeps the last finite epoch.
+    """
+    problems = [f"the {name} loss is {value}"
+                for name, value in (("training", train_loss), ("validation", val_loss))
+                if not np.isfinite(value)]
+    parameters = _non_finite_parameters(graph, session.run(graph.parameters))
+    if parameters is not None:
+        problems.append(parameters)
+    if not problems:
+        return
+    resume = (f" With --resume True it continues from the saved epoch {epoch}." if epoch > 0
+              else "")
+    raise TrainingError(
+        f"training diverged in epoch {epoch + 1}: {'; '.join(problems)}. This epoch was not "
+        f"saved, so the checkpoint and {MODEL_FILE_NAME} in {os.path.abspath(args.model_dir)} "
+        f"are as they were before it. Train again with a smaller --learning_rate than "
+        f"{args.learning_rate:g}.{resume}")
 
 
 def train_epochs(session, graph, args, finished_epochs, train_set, validation_set):
@@ -321,6 +470,7 @@ def train_epochs(session, graph, args, finished_epochs, train_set, validation_se
             train_loss, train_acc = train_epoch(
                 session, graph, *train_set, args.batch_size, args.seed, epoch)
             val_loss, val_acc = evaluate(session, graph, *validation_set, args.batch_size)
+            _check_epoch_finite(session, graph, args, epoch, train_loss, val_loss)
             session.run(graph.set_epoch, feed_dict={graph.next_epoch: epoch + 1})
             saving = True
             save_checkpoint(session, graph, args.model_dir)
@@ -343,17 +493,32 @@ def train_epochs(session, graph, args, finished_epochs, train_set, validation_se
 
 
 def run(arch, args, k):
-    """Train or evaluate `arch` at quantization level `k` (None: full precision), as `args` request."""
+    """Train or evaluate `arch` at quantization level `k` (None: full precision), as `args` request.
+
+    Returns the exit code. A TrainingError is logged here and exits with 1, because
+    cli.run_main does not handle that type.
+    """
+    try:
+        return _train_or_evaluate(arch, args, k)
+    except TrainingError as error:
+        log.error("error: %s", error)
+        return 1
+
+
+def _train_or_evaluate(arch, args, k):
     check_options(args)
+    check_accuracy_record(args.figs_dir)
+    logs.check_figs_architecture(args.figs_dir, arch.name)
     tf = _import_tensorflow()
     from . import tf_model
     tf1 = tf.compat.v1
     tf1.disable_eager_execution()
     tf1.reset_default_graph()
 
+    check_checkpoint_state(args)
     checkpoint = None
     if args.resume or args.mode == "inference":
-        checkpoint = find_checkpoint(args, k)
+        checkpoint = find_checkpoint(args, k, arch)
 
     data = load_fashion_mnist(args.data_dir)
     x_train, y_train = data.x_train[:args.num_train_images], data.y_train[:args.num_train_images]
@@ -396,11 +561,30 @@ def run(arch, args, k):
     }
     model_path = os.path.join(args.model_dir, MODEL_FILE_NAME)
     save_model(model_path, arch, params, metadata)
+    summary = (f"{arch.name} {precision}: test loss {test_loss:.4f}, test accuracy "
+               f"{100 * test_acc:.2f}% on {len(x_test)} images after {finished_epochs} "
+               f"epoch{'' if finished_epochs == 1 else 's'}")
     key = "fp32" if k is None else f"k{k}"
-    logs.record_ann_accuracy(args.figs_dir, key, {
-        "accuracy": test_acc, "loss": test_loss, "num_test_images": len(x_test),
-        "epochs": finished_epochs, "model": os.path.relpath(os.path.abspath(model_path), os.path.abspath(args.figs_dir))})
-    print(f"{arch.name} {precision}: test loss {test_loss:.4f}, test accuracy "
-          f"{100 * test_acc:.2f}% on {len(x_test)} images after {finished_epochs} epoch{'' if finished_epochs == 1 else 's'}; "
-          f"model written to {model_path}")
+    entry = {
+        "architecture": arch.name, "accuracy": test_acc, "loss": test_loss,
+        "num_test_images": len(x_test), "epochs": finished_epochs,
+        "model": os.path.relpath(os.path.abspath(model_path), os.path.abspath(args.figs_dir)),
+    }
+    _record_accuracy(args.figs_dir, key, entry, summary, model_path)
+    print(f"{summary}; model written to {model_path}")
     return 0
+
+
+def _record_accuracy(figs_dir, key, entry, summary, model_path):
+    """Store `entry` under `key` in ann_accuracy.json, or raise TrainingError citing `summary`.
+
+    check_accuracy_record has read the file before the run, so this fails only when
+    the file changed during the run.
+    """
+    try:
+        logs.record_ann_accuracy(figs_dir, key, entry)
+    except (logs.LogError, UsageError) as error:
+        raise TrainingError(
+            f"{summary}; model written to {model_path}, but the accuracy was not recorded: "
+            f"{error}. Repair or delete that file, then run --resume True --mode inference "
+            f"with the same --model_dir to record it.") from None
