@@ -11,10 +11,13 @@ order and, within a batch, in time step order:
 - `sop_num.txt`: synaptic operations of the batch up to that step (cumulative).
 
 `figs/ann_accuracy.json` stores the training results per key ("fp32", "k0", "k1", ...).
+An entry may name its network in "architecture". A figs folder contains the results
+of one architecture, which check_figs_architecture enforces before a script writes.
 """
 
 import json
 import logging
+import math
 import numbers
 import os
 import re
@@ -31,6 +34,7 @@ except ImportError:  # Windows has no flock.
     fcntl = None
 
 from ann2snn.architectures import ARCHITECTURES, get_architecture
+from ann2snn.cli import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +51,8 @@ _INTEGER_LINE = re.compile(r"^[+-]?\d+$")
 # neuron_count, ann_operation_count, ann_accuracy and snn_accuracy when they are missing.
 REQUIRED_SUMMARY_KEYS = (
     "architecture", "k", "time_steps", "batch_size", "num_images", "num_batches", "batch_sizes")
+# Counts above this bound could not be summed or plotted as int64 or float values.
+MAX_COUNT = np.iinfo(np.int64).max
 
 
 class LogError(Exception):
@@ -181,7 +187,14 @@ def _is_int(value):
 
 
 def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    # An int is always finite, and math.isfinite raises OverflowError beyond the float range.
+    return isinstance(value, numbers.Integral) or math.isfinite(value)
+
+
+def _is_count(value, minimum):
+    return _is_int(value) and minimum <= value <= MAX_COUNT
 
 
 def _summary_problems(summary):
@@ -193,19 +206,20 @@ def _summary_problems(summary):
         return [f"missing summary keys: {', '.join(missing)}"]
 
     problems = []
-    if summary["architecture"] not in ARCHITECTURES:
+    # A list or dict cannot be looked up in ARCHITECTURES, so the type is checked first.
+    if not isinstance(summary["architecture"], str) or summary["architecture"] not in ARCHITECTURES:
         problems.append(
             f"architecture is {summary['architecture']!r}, expected one of {sorted(ARCHITECTURES)}")
-    if not _is_int(summary["k"]) or summary["k"] < 0:
-        problems.append(f"k must be a non-negative integer, got {summary['k']!r}")
+    if not _is_count(summary["k"], 0):
+        problems.append(f"k must be a non-negative integer up to {MAX_COUNT}, got {summary['k']!r}")
     for key in ("time_steps", "batch_size", "num_images", "num_batches"):
-        if not _is_int(summary[key]) or summary[key] < 1:
-            problems.append(f"{key} must be a positive integer, got {summary[key]!r}")
+        if not _is_count(summary[key], 1):
+            problems.append(f"{key} must be a positive integer up to {MAX_COUNT}, got {summary[key]!r}")
     for key in ("neuron_count", "ann_operation_count"):
         value = summary.get(key)
-        if value is not None and (not _is_int(value) or value < 1):
-            problems.append(f"{key} must be a positive integer or null, got {value!r}")
-    for key in ("ann_accuracy", "snn_accuracy"):
+        if value is not None and not _is_count(value, 1):
+            problems.append(f"{key} must be a positive integer up to {MAX_COUNT} or null, got {value!r}")
+    for key in ("ann_accuracy", "numpy_ann_accuracy", "snn_accuracy"):
         value = summary.get(key)
         if value is not None and (not _is_number(value) or not 0 <= value <= 1):
             problems.append(f"{key} must be a fraction in [0, 1] or null, got {value!r}")
@@ -399,11 +413,33 @@ def read_log(path, num_batches, time_steps):
     return array.reshape(num_batches, time_steps)
 
 
+def _check_column_sums(path, array):
+    """Raise LogError when a time step's values, summed over the batches, overflow int64.
+
+    The figures sum every log over the batches with NumPy, where an overflow wraps
+    around silently instead of failing.
+    """
+    limit = np.iinfo(np.int64).max
+    num_batches = array.shape[0]
+    # Most logs pass this bound without an exact sum. A negation of the most negative
+    # int64 would overflow, so the bound is taken from the largest and smallest value.
+    largest = max(int(array.max()), -int(array.min())) if array.size else 0
+    if largest * num_batches <= limit:
+        return
+    sums = array.astype(object).sum(axis=0)
+    for step, total in enumerate(sums.tolist(), start=1):
+        if not -limit - 1 <= total <= limit:
+            raise LogError(
+                f"{path}: the values of time step {step} add up to {total} over the "
+                f"{num_batches} batches, which does not fit into a 64-bit integer")
+
+
 def read_run_logs(run_dir):
     """Read and validate the summary and the four logs of a run directory.
 
     Raises LogError naming the file when summary.json is missing or invalid, when its
-    k differs from the folder name, or when a log cannot be parsed (see read_log).
+    k differs from the folder name, when a log cannot be parsed (see read_log), or
+    when a log's sum over the batches at some time step overflows int64.
     """
     run_dir = Path(run_dir)
     summary_path = run_dir / SUMMARY_NAME
@@ -420,6 +456,8 @@ def read_run_logs(run_dir):
         name: read_log(log_path(run_dir, name), summary["num_batches"], summary["time_steps"])
         for name in LOG_NAMES
     }
+    for name, array in arrays.items():
+        _check_column_sums(log_path(run_dir, name), array)
     return RunLogs(path=run_dir, summary=summary, **arrays)
 
 
@@ -427,13 +465,20 @@ def find_runs(figs_dir):
     """Return {k: run_dir} for every folder figs_dir/k<integer>, sorted by k.
 
     Other entries, such as the "k1.tmp-*" and "k1.old-*" folders of an unfinished
-    write_run_logs, are ignored. A missing figs_dir gives {}.
+    write_run_logs, are ignored. A missing figs_dir gives {}. Raises LogError when
+    figs_dir cannot be listed, e.g. without read permission.
     """
     figs_dir = Path(figs_dir)
     if not figs_dir.is_dir():
         return {}
+    try:
+        entries = list(figs_dir.iterdir())
+    except OSError as error:
+        raise LogError(
+            f"{figs_dir}: the folder cannot be listed ({error.strerror or error}). "
+            f"Give read permission on it (chmod u+r {figs_dir}) or use another folder") from None
     runs = {}
-    for entry in figs_dir.iterdir():
+    for entry in entries:
         match = RUN_DIR_PATTERN.match(entry.name)
         if match and entry.is_dir():
             k = int(match.group(1))
@@ -511,6 +556,81 @@ def check_run_logs(run):
     return problems
 
 
+# --- Architecture of a figs folder -------------------------------------------------------
+
+
+def _run_folder_names(figs_dir, k):
+    """Return the sorted names of the run folders k<integer> in figs_dir, plus k<k> if k is given."""
+    names = set()
+    try:
+        names.update(entry.name for entry in Path(figs_dir).iterdir()
+                     if RUN_DIR_PATTERN.match(entry.name))
+    except OSError:
+        # A missing folder has no runs. A folder without read permission can still be
+        # written to, so its run folder k<k> is looked up by name below.
+        pass
+    if k is not None:
+        names.add(run_dir_name(k))
+    return sorted(names)
+
+
+def _recorded_architecture(value):
+    """Return `value` when it is the name of a known architecture, else None."""
+    return value if isinstance(value, str) and value in ARCHITECTURES else None
+
+
+def find_other_architecture(figs_dir, architecture, k=None):
+    """Return (found architecture, source) for a result in figs_dir of another architecture, or None.
+
+    Looks at the "architecture" of every k<k>/summary.json and of every entry of
+    ann_accuracy.json, and the source names the first file, or the file and entry,
+    that differs. Files that are missing, unreadable or invalid, and values that
+    name no known architecture, are skipped. `k` adds the run folder k<k>, which
+    is then looked at even if figs_dir cannot be listed.
+
+    NOTE: entries without "architecture", as record_ann_accuracy wrote them before
+    that key existed, are not checked, so a folder with only such entries passes.
+    """
+    figs_dir = Path(figs_dir)
+    for name in _run_folder_names(figs_dir, k):
+        summary_path = figs_dir / name / SUMMARY_NAME
+        try:
+            summary = _read_json(summary_path)
+        except LogError:
+            continue
+        found = _recorded_architecture(summary.get("architecture")) if isinstance(summary, dict) else None
+        if found is not None and found != architecture:
+            return found, str(summary_path)
+
+    try:
+        entries = read_ann_accuracy(figs_dir)
+    except LogError:
+        return None
+    for key, entry in entries.items():
+        found = _recorded_architecture(entry.get("architecture")) if isinstance(entry, dict) else None
+        if found is not None and found != architecture:
+            return found, f"{figs_dir / ANN_ACCURACY_NAME} entry {key!r}"
+    return None
+
+
+def check_figs_architecture(figs_dir, architecture, k=None, option="--figs_dir"):
+    """Raise UsageError when figs_dir contains results of another architecture.
+
+    A script of `architecture` calls it before it writes into figs_dir, because its
+    run folders or ann_accuracy.json entries would replace or mix with the other
+    network's results. See find_other_architecture for what is looked at and for `k`.
+    """
+    found = find_other_architecture(figs_dir, architecture, k)
+    if found is None:
+        return
+    other, source = found
+    raise UsageError(
+        f"{option} {figs_dir} contains {other} results ({source} names architecture {other!r}), "
+        f"but this script writes {architecture} results, which would replace or mix with them. "
+        f"Pass {option} with a folder for {architecture} results, such as figs/ next to the "
+        f"{architecture} scripts.")
+
+
 # --- Training results ----------------------------------------------------------------
 
 
@@ -556,9 +676,12 @@ def record_ann_accuracy(figs_dir, key, info):
     """Store `info` under `key` ("fp32", "k0", ...) in figs_dir/ann_accuracy.json.
 
     The entry of `key` is replaced and other entries are kept. `info` must contain
-    "accuracy", a fraction in [0, 1]. The file is rewritten atomically while holding a
-    lock on figs_dir, so that training runs can record results at the same time.
+    "accuracy", a fraction in [0, 1], and may contain "architecture", the name of the
+    trained network. The file is rewritten atomically while holding a lock on
+    figs_dir, so that training runs can record results at the same time.
     Raises LogError, and leaves the file unchanged, when the existing file is invalid.
+    With "architecture" in `info`, raises UsageError (see check_figs_architecture),
+    and leaves the file unchanged, when figs_dir contains another architecture's results.
     """
     if not isinstance(key, str) or not key:
         raise ValueError(f"key must be a non-empty string such as 'fp32' or 'k1', got {key!r}")
@@ -567,11 +690,17 @@ def record_ann_accuracy(figs_dir, key, info):
     accuracy = info.get("accuracy")
     if not _is_number(accuracy) or not 0 <= accuracy <= 1:
         raise ValueError(f"info['accuracy'] must be a fraction in [0, 1], got {accuracy!r}")
+    architecture = info.get("architecture")
+    if architecture is not None and _recorded_architecture(architecture) is None:
+        raise ValueError(
+            f"info['architecture'] must be one of {sorted(ARCHITECTURES)}, got {architecture!r}")
 
     figs_dir = Path(figs_dir)
     figs_dir.mkdir(parents=True, exist_ok=True)
     with _DirectoryLock(figs_dir):
         data = read_ann_accuracy(figs_dir)
+        if architecture is not None:
+            check_figs_architecture(figs_dir, architecture)
         data[key] = info
         write_json_atomically(figs_dir / ANN_ACCURACY_NAME, data)
 

@@ -24,7 +24,7 @@ import matplotlib
 import numpy as np
 
 from ann2snn.architectures import get_architecture
-from ann2snn.cli import UsageError, check_output_folder
+from ann2snn.cli import UsageError, check_output_folder, nonempty_path
 from ann2snn.data import TEST_SIZE
 from ann2snn.logs import (
     ANN_ACCURACY_NAME, SUMMARY_NAME, LogError, check_run_logs, find_runs, read_ann_accuracy,
@@ -131,11 +131,21 @@ class AccuracySeries:
         return _label_with_notes(label, self.notes)
 
 
-def _entry_accuracy(ann_accuracy, key):
-    """Return ann_accuracy[key]["accuracy"], or None with a warning when it is absent or invalid."""
+def _entry_accuracy(ann_accuracy, key, architecture):
+    """Return ann_accuracy[key]["accuracy"], or None with a warning when it is absent or invalid.
+
+    An entry whose "architecture" names another network than `architecture` is
+    skipped with a warning too.
+    """
     if key not in ann_accuracy:
         return None
     entry = ann_accuracy[key]
+    recorded = entry.get("architecture") if isinstance(entry, dict) else None
+    if recorded is not None and recorded != architecture:
+        logger.warning("ann_accuracy.json: entry %r is for architecture %r, expected %r, so its "
+                       "line is not drawn. Record the %s accuracies with the %s training scripts",
+                       key, recorded, architecture, architecture, architecture)
+        return None
     value = entry.get("accuracy") if isinstance(entry, dict) else None
     valid = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
     if not valid:
@@ -156,7 +166,7 @@ def quantized_ann_accuracy(run, ann_accuracy):
         value = run.summary.get(key)
         if value is not None:
             return float(value)
-    return _entry_accuracy(ann_accuracy, f"k{run.k}")
+    return _entry_accuracy(ann_accuracy, f"k{run.k}", run.architecture)
 
 
 def accuracy_series(run, ann_accuracy=None):
@@ -404,7 +414,7 @@ def plot_accuracy_speed(figure, runs, ann_accuracy, architecture):
             ax.axhline(100.0 * series.ann_accuracy, color=colors[k], linestyle="--", linewidth=1,
                        label=f"quantized ANN k={k}: {100.0 * series.ann_accuracy:.2f}%")
 
-    fp32_accuracy = _entry_accuracy(ann_accuracy, "fp32")
+    fp32_accuracy = _entry_accuracy(ann_accuracy, "fp32", architecture)
     if fp32_accuracy is not None:
         ax.axhline(100.0 * fp32_accuracy, color="black", linestyle=":", linewidth=1.2,
                    label=f"FP32 ANN: {100.0 * fp32_accuracy:.2f}%")
@@ -517,10 +527,10 @@ def build_parser(figure, architecture, default_figs_dir):
         description=f"Plot the {FIGURE_DESCRIPTIONS[figure]} for the {architecture} runs "
                     "logged in FIGS_DIR/k<k>/ into a PNG file.")
     parser.add_argument(
-        "--figs_dir", type=Path, default=Path(default_figs_dir),
+        "--figs_dir", type=_path, default=Path(default_figs_dir),
         help="folder with the k<k> run folders and ann_accuracy.json (default: %(default)s)")
     parser.add_argument(
-        "--output", type=Path, default=None,
+        "--output", type=_path, default=None,
         help=f"PNG file to write (default: FIGS_DIR/{figure_file_name(figure, architecture)})")
     parser.add_argument(
         "--show", action="store_true",
@@ -543,6 +553,11 @@ def save_png(figure, output):
     write_bytes_atomically(output, buffer.getvalue())
 
 
+def _path(text):
+    """Parse a path option, rejecting an empty one, which Path would turn into the current folder."""
+    return Path(nonempty_path(text))
+
+
 def main(figure, architecture, default_figs_dir, argv=None):
     """Run one figure script and return its exit code.
 
@@ -561,6 +576,10 @@ def main(figure, architecture, default_figs_dir, argv=None):
     output = args.output or figs_dir / figure_file_name(figure, architecture)
     if output.suffix.lower() != ".png":
         parser.error(f"--output must end with .png, got {str(output)!r}")
+    if output.is_dir():
+        # The PNG is renamed into place, and a rename cannot replace a folder.
+        parser.error(f"the output path {output} is a folder, not a PNG file: pass --output with "
+                     "the path of a PNG file, or move the folder away")
     _configure_logging()
 
     if not figs_dir.is_dir():

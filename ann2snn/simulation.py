@@ -222,6 +222,7 @@ def run(arch, args):
             f"({TEST_SIZE} images): use at most {TEST_SIZE}")
 
     check_output_folder(args.figs_dir, "--figs_dir")
+    logs.check_figs_architecture(args.figs_dir, arch.name, k=args.k)
 
     model = load_model(os.path.join(args.model_dir, MODEL_FILE_NAME), arch=arch, k=args.k,
                        allow_pickle=args.allow_pickle)
