@@ -16,6 +16,8 @@ read only when the caller passes `allow_pickle=True`.
 
 import io
 import json
+import math
+import numbers
 import os
 import zipfile
 from dataclasses import dataclass
@@ -23,10 +25,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from .architectures import ARCHITECTURES, get_architecture
+from .cli import MAX_K, MAX_SEED
+from .data import TEST_SIZE
 from .logs import write_bytes_atomically
 
 MODEL_FILE_NAME = "model_fashion_mnist.npz"
 FORMAT_VERSION = 1
+# The shipped models. No checkpoints are shipped with them, so git restores a damaged one.
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "pretrained")
 
 
 class ModelFileError(Exception):
@@ -95,15 +102,36 @@ def load_model(path, arch=None, k="any", allow_pickle=False):
         raise
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, TypeError, KeyError) as error:
         raise ModelFileError(
-            f"{path} is not a readable model npz ({error}). {_RECREATE_HINT}") from error
+            f"{path} is not a readable model npz ({error}). {_recreate_hint(path)}") from error
 
     _check_request(model, arch, k)
     _check_params(model.architecture, model.params, path)
     return model
 
 
-_RECREATE_HINT = ("Re-create it with the Quant_ script: --resume True --mode inference "
-                  "writes it from the checkpoint.")
+def _recreate_hint(path):
+    """Return the advice for an unusable model file at `path`: how to re-create or restore it.
+
+    A checkpoint next to the file can write it again. pretrained/ ships no
+    checkpoints, so a damaged shipped model is restored from git instead.
+    """
+    # Imported here because training imports this module.
+    from .training import CHECKPOINT_STATE_NAME
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isfile(os.path.join(folder, CHECKPOINT_STATE_NAME)):
+        return (f"Re-create it from the checkpoint in {folder}: run the Quant_ script (FP32_ for "
+                f"a full-precision model) with the model's --k and --resume True --mode inference "
+                f"--model_dir {folder}.")
+    real_path = os.path.realpath(path)
+    pretrained = os.path.realpath(PRETRAINED_DIR)
+    if real_path.startswith(pretrained + os.sep):
+        repository = os.path.dirname(pretrained)
+        return (f"It is a shipped model, and pretrained/ contains no checkpoints: restore it "
+                f"with git -C {repository} checkout -- {os.path.relpath(real_path, repository)}")
+    return (f"No checkpoint is in {folder}, so train the model again with the Quant_ script "
+            f"(FP32_ for a full-precision model) and --mode training, or replace the file with "
+            f"an intact copy, such as a shipped model from {PRETRAINED_DIR}.")
 
 
 def _check_is_zip(path):
@@ -122,31 +150,64 @@ def _check_is_zip(path):
         found = f"a file that starts with the bytes {start!r}"
     raise ModelFileError(
         f"{path} is not a model npz: found {found}, expected a zip archive written by "
-        f"numpy.savez. {_RECREATE_HINT}")
+        f"numpy.savez. {_recreate_hint(path)}")
 
 
 def _read_native_layout(path, archive):
     if "metadata" not in archive.files:
         raise ModelFileError(
             f"{path}: no 'metadata' entry (entries found: {', '.join(archive.files) or 'none'}); "
-            f"expected a model written by this project. {_RECREATE_HINT}")
+            f"expected a model written by this project. {_recreate_hint(path)}")
     metadata = json.loads(str(archive["metadata"]))
     if not isinstance(metadata, dict):
-        raise ModelFileError(f"{path}: the metadata is not a JSON object. {_RECREATE_HINT}")
+        raise ModelFileError(f"{path}: the metadata is not a JSON object. {_recreate_hint(path)}")
+    _check_metadata(path, metadata)
+    names = sorted(name for name in archive.files if name.startswith("param_"))
+    params = [np.asarray(archive[name], dtype=np.float32) for name in names]
+    return Model(params=params, metadata=metadata, path=path)
+
+
+def _is_integer(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+# The metadata fields that the project reads, besides the architecture, as (name, validity
+# test, expected value). A field may be absent, and null passes only where the readers
+# handle it. Other fields (test_loss, batch_size, command, ...) are only recorded.
+_METADATA_FIELDS = (
+    ("k", lambda value: value is None or (_is_integer(value) and 0 <= value <= MAX_K),
+     f"an integer from 0 to {MAX_K}, or null (full precision)"),
+    ("bn_epsilon", lambda value: _is_number(value) and math.isfinite(value) and value > 0,
+     "a positive finite number (the batch-norm epsilon of the training, 1e-05 in the models "
+     "this project writes)"),
+    ("test_accuracy", lambda value: value is None or (_is_number(value) and 0 <= value <= 1),
+     "a fraction from 0 to 1, or null"),
+    ("num_test_images", lambda value: value is None or (_is_integer(value)
+                                                        and 1 <= value <= TEST_SIZE),
+     f"an integer from 1 to {TEST_SIZE} (the size of the test set), or null"),
+    ("epochs", lambda value: value is None or (_is_integer(value) and value >= 1),
+     "a positive integer, or null"),
+    ("seed", lambda value: _is_integer(value) and 0 <= value <= MAX_SEED,
+     f"an integer from 0 to {MAX_SEED}"),
+)
+
+
+def _check_metadata(path, metadata):
+    """Raise ModelFileError naming `path`, the field and its value for a field that cannot be used."""
     found_arch = metadata.get("architecture")
     if found_arch not in ARCHITECTURES:
         raise ModelFileError(
             f"{path}: the metadata names architecture {found_arch!r}, expected one of "
-            f"{sorted(ARCHITECTURES)}. {_RECREATE_HINT}")
-    found_k = metadata.get("k")
-    if found_k is not None and (isinstance(found_k, bool) or not isinstance(found_k, int)
-                                or found_k < 0):
-        raise ModelFileError(
-            f"{path}: the metadata has k = {found_k!r}, expected a non-negative integer or "
-            f"null (full precision). {_RECREATE_HINT}")
-    names = sorted(name for name in archive.files if name.startswith("param_"))
-    params = [np.asarray(archive[name], dtype=np.float32) for name in names]
-    return Model(params=params, metadata=metadata, path=path)
+            f"{sorted(ARCHITECTURES)}. {_recreate_hint(path)}")
+    for name, is_valid, expected in _METADATA_FIELDS:
+        if name in metadata and not is_valid(metadata[name]):
+            raise ModelFileError(
+                f"{path}: invalid metadata: {name} is {json.dumps(metadata[name])}, expected "
+                f"{expected}. {_recreate_hint(path)}")
 
 
 def _read_original_layout(path, archive, arch, allow_pickle):

@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 
-from .cli import MAX_SEED, seed_value
+from .cli import MAX_SEED, nonempty_path, seed_value
 from .logs import write_json_atomically
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,8 +56,24 @@ def read_metadata(path):
 
 
 def is_finished(arch, key, epochs):
-    metadata = read_metadata(os.path.join(model_dir(arch, key), "model_fashion_mnist.npz"))
-    return (metadata is not None and metadata.get("epochs") == epochs
+    """Return whether the model of `arch` and `key` exists with all `epochs` on the full test set.
+
+    Exits with a message when the file exists but cannot be read: training again
+    would take up to hours and replace it, while a shipped model is restored in seconds.
+    """
+    from .model_file import ModelFileError, load_model
+
+    path = os.path.join(model_dir(arch, key), "model_fashion_mnist.npz")
+    if not os.path.exists(path):
+        return False
+    try:
+        metadata = load_model(path).metadata
+    except ModelFileError as error:
+        raise SystemExit(
+            f"error: {error}\nThis script trains a model only where none exists. Restore the file "
+            f"(git checkout -- {os.path.relpath(path, REPO_ROOT)} for a shipped model) or delete it "
+            f"to train it again.") from None
+    return (metadata.get("epochs") == epochs
             and metadata.get("num_test_images") == FULL_TEST_SET)
 
 
@@ -102,13 +118,43 @@ def train(arch, key, epochs, seed, data_dir):
     update_manifest(arch, key, command)
 
 
+_JSON_TYPE_NAMES = {list: "array", str: "string", int: "number", float: "number",
+                    bool: "boolean", type(None): "null"}
+
+
+def read_manifest():
+    """Read MANIFEST and return its entries, {} if it does not exist.
+
+    Exits with a message that names the file and the fix if it is damaged.
+    """
+    if not os.path.exists(MANIFEST):
+        return {}
+    rebuild = ("move it away, then rebuild it from the finished models with "
+               "python -m ann2snn.reproduce --manifest_only")
+    if os.path.abspath(MANIFEST).startswith(REPO_ROOT + os.sep):
+        fix = (f"Restore it with git -C {REPO_ROOT} checkout -- "
+               f"{os.path.relpath(MANIFEST, REPO_ROOT)}, or {rebuild}.")
+    else:
+        fix = f"To fix it, {rebuild}."
+    try:
+        with open(MANIFEST, encoding="utf-8") as stream:
+            manifest = json.load(stream)
+    except ValueError as error:
+        # Also UnicodeDecodeError, a subclass of ValueError.
+        raise SystemExit(f"error: the manifest {MANIFEST} is damaged: not valid JSON "
+                         f"({error}). {fix}") from None
+    except OSError as error:
+        raise SystemExit(f"error: cannot read the manifest {MANIFEST} ({error}). {fix}") from None
+    if not isinstance(manifest, dict):
+        raise SystemExit(f"error: the manifest {MANIFEST} is invalid: expected a JSON object of "
+                         f"models, found a JSON {_JSON_TYPE_NAMES[type(manifest)]}. {fix}")
+    return manifest
+
+
 def update_manifest(arch, key, command):
     path = os.path.join(model_dir(arch, key), "model_fashion_mnist.npz")
     metadata = read_metadata(path)
-    manifest = {}
-    if os.path.exists(MANIFEST):
-        with open(MANIFEST) as stream:
-            manifest = json.load(stream)
+    manifest = read_manifest()
     manifest[f"{arch}/{key}"] = {
         "architecture": arch,
         "k": metadata.get("k"),
@@ -183,7 +229,7 @@ def main(argv=None):
                         help="models to run: k0 k1 k2 fp32 (default: all four)")
     parser.add_argument("--seed", type=seed_value, default=0,
                         help=f"training seed, 0 to {MAX_SEED} (default: 0)")
-    parser.add_argument("--data_dir", default=os.path.join(REPO_ROOT, "data"),
+    parser.add_argument("--data_dir", type=nonempty_path, default=os.path.join(REPO_ROOT, "data"),
                         help="Fashion-MNIST folder (default: data/ in the repository)")
     parser.add_argument("--manifest_only", action="store_true",
                         help="only rewrite pretrained/manifest.json from the finished models, with the "
@@ -195,6 +241,9 @@ def main(argv=None):
     # Commands run from <repo>/<arch>, so a data folder inside the repository is
     # passed relative to it and the manifest's commands work in any clone.
     args.data_dir = relative_to_arch_folder(args.data_dir)
+    # Every finished training adds its entry to the manifest, so a damaged one is
+    # reported now and not after the first training.
+    read_manifest()
     if args.manifest_only:
         for arch in architectures:
             for key in args.keys:

@@ -18,7 +18,9 @@ with the kernels loaded from the cache. The script prints the machine, both time
 the functions with the largest cumulative and internal times.
 
 Exit codes: 0 if the logs are identical, 1 if they differ, 2 for invalid
-options, a model file that does not load, or a simulator subprocess that fails.
+options, a model file or test set that does not load, or a simulator
+subprocess that fails. The model and the test set are checked before the
+first subprocess starts.
 """
 
 import argparse
@@ -43,9 +45,10 @@ except ImportError:  # running from a clone without `pip install -e .`
 
 from ann2snn import cli  # noqa: E402
 from ann2snn.architectures import ARCHITECTURES, get_architecture  # noqa: E402
-from ann2snn.data import TEST_SIZE, load_test_set  # noqa: E402
+from ann2snn.data import TEST_SIZE, DataError, load_test_set  # noqa: E402
 from ann2snn.model_file import MODEL_FILE_NAME, ModelFileError, load_model  # noqa: E402
 from ann2snn.simulation import simulate  # noqa: E402
+from model_options import time_step_count  # noqa: E402
 from reference_simulator import LOG_NAMES, simulate_reference  # noqa: E402
 
 SIMULATORS = ("project", "reference")
@@ -59,19 +62,19 @@ def parse_args(argv):
         description=__doc__.splitlines()[0],
         epilog="Exit codes: 0 identical logs, 1 different logs, 2 invalid options or a failed run.")
 
-    parser.add_argument("--model_dir", required=True,
+    parser.add_argument("--model_dir", type=cli.nonempty_path, required=True,
                         help=f"folder that contains {MODEL_FILE_NAME}")
     parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="LeNet",
                         help="architecture of the model (default: LeNet)")
     parser.add_argument("--k", type=cli.quantization_level, default=1,
                         help="quantization level of the model (integer, default: 1)")
-    parser.add_argument("--time_steps", type=cli.positive_int, default=20,
+    parser.add_argument("--time_steps", type=time_step_count, default=20,
                         help="time steps simulated per image (default: 20)")
     parser.add_argument("--batch_size", type=cli.positive_int, default=50,
                         help="images simulated together (default: 50)")
     parser.add_argument("--num_images", type=cli.positive_int, default=TEST_SIZE,
                         help=f"simulate the first N test images (default: all {TEST_SIZE})")
-    parser.add_argument("--data_dir", default="./data",
+    parser.add_argument("--data_dir", type=cli.nonempty_path, default="./data",
                         help="folder with Fashion-MNIST, as for the Spiking_ scripts "
                              "(default: ./data)")
     parser.add_argument("--allow_pickle", action="store_true",
@@ -137,7 +140,27 @@ def run_simulator(name, model, images, labels, args):
 
 
 def run_worker(args):
-    """Run one simulator in this subprocess and write its logs, times and memory to --result_file."""
+    """Run one simulator in this subprocess, or print an expected error as one line and return 1.
+
+    The parent checked the model and the data before, so these errors mean that
+    the files changed in between, or that memory ran out.
+    """
+    try:
+        return simulate_in_worker(args)
+    except (ModelFileError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+    except MemoryError as error:
+        print(f"error: not enough memory to simulate {args.num_images} images for --time_steps "
+              f"{args.time_steps} with --batch_size {args.batch_size} ({error}). Use fewer "
+              f"--time_steps, a smaller --batch_size or fewer --num_images.", file=sys.stderr)
+    return 1
+
+
+def simulate_in_worker(args):
+    """Run the simulator that --worker names and write its logs, times and memory to --result_file.
+
+    The profile worker prints cProfile's statistics instead.
+    """
     model, images, labels = load_inputs(args)
 
     if args.worker == "profile":
@@ -259,10 +282,10 @@ def main(argv=None):
     for line in describe_machine():
         print(line)
     try:
-        model = load_model(os.path.join(args.model_dir, MODEL_FILE_NAME),
-                           arch=get_architecture(args.arch), k=args.k,
-                           allow_pickle=args.allow_pickle)
-    except ModelFileError as error:
+        # The same loading as in the workers, so that a bad model or test set is
+        # reported once, before the first simulation starts.
+        model, _, _ = load_inputs(args)
+    except (ModelFileError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"model: {model.path} ({args.arch}, k={args.k}); {args.num_images} images, "

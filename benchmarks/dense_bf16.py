@@ -28,13 +28,20 @@ import sys
 import time
 
 import numpy as np
-from model_options import positive_int
+from model_options import positive_int, time_step_count
 
 from ann2snn.architectures import LENET
 from ann2snn.spiking_utils import WEIGHT_GRID_BITS
 
 # Magnitudes below 2^(WEIGHT_GRID_BITS + 1), plus a sign, in signed 8-bit digits.
 NUM_DIGITS = math.ceil((WEIGHT_GRID_BITS + 2) / 8)
+# Bytes per element that main() keeps in memory at once for one product, an estimate: the
+# spike frames as int64 while drawn, then as float32, bfloat16 and a float64 copy
+# for the check (14). The result as float32 from TensorFlow, a float64 copy and
+# NumPy's float64 product (24, with TensorFlow's output buffer).
+FRAME_BYTES = 14
+RESULT_BYTES = 24
+GIB = 1024 ** 3
 
 
 def layer_products(batch_size, time_steps):
@@ -47,14 +54,41 @@ def layer_products(batch_size, time_steps):
     return products
 
 
+def largest_product_bytes(batch_size, time_steps):
+    """Return (estimated bytes, layer name) of the product that needs the most memory."""
+    return max((rows * (depth * FRAME_BYTES + columns * RESULT_BYTES), name)
+               for name, rows, depth, columns in layer_products(batch_size, time_steps))
+
+
+def available_memory_bytes():
+    """Return MemAvailable of /proc/meminfo in bytes, or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch_size", type=positive_int, default=50,
                         help="images per product (default: 50, the Spiking scripts' batch)")
-    parser.add_argument("--time_steps", type=positive_int, default=20, help="time steps (default: 20)")
+    parser.add_argument("--time_steps", type=time_step_count, default=20,
+                        help="time steps (default: 20)")
     parser.add_argument("--repeats", type=positive_int, default=5,
                         help="timed products per layer; the fastest counts (default: 5)")
     args = parser.parse_args()
+    # Checked before TensorFlow is imported, which takes seconds.
+    needed, layer = largest_product_bytes(args.batch_size, args.time_steps)
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        parser.error(f"--batch_size {args.batch_size} and --time_steps {args.time_steps} need "
+                     f"about {needed / GIB:.1f} GiB for the product of {layer}, but only "
+                     f"{available / GIB:.1f} GiB of memory are available: use a smaller "
+                     f"--batch_size or fewer --time_steps")
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf

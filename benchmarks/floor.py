@@ -71,7 +71,7 @@ def main():
     network = spiking_network(model)
     sops, sops_per_image = sops_per_layer(network, images, TIME_STEPS)
 
-    print(f"{arch.name} k={model.k}, {args.num_images} images, {TIME_STEPS} time steps")
+    print(f"{arch.name} k={model.k}, {len(images)} images, {TIME_STEPS} time steps")
     total_macs = 0
     kernel_shapes, output_shape = arch.weight_shapes()
     for index, (layer, (_, out_shape), kernel) in enumerate(

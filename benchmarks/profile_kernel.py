@@ -1,21 +1,28 @@
 """Profile the events kernel with Linux perf, with the names of Numba's compiled functions.
 
     python benchmarks/profile_kernel.py --model_dir DIR [--k 1] [--num_images 3000]
-        [--seconds 5] [--data_dir ./data] [--output kernel.perf]
+        [--seconds 5] [--data_dir ./data] [--output kernel.perf] [--keep_map]
 
 perf cannot name code that Numba compiles at run time. This script compiles the
 kernels into a fresh cache folder, writes /tmp/perf-<pid>.map with the address
 of every compiled function (perf reads such maps for code without a file), then
 simulates --num_images test images with `perf record` attached to this process
-for --seconds, and prints `perf report` sorted by function. The map stays in
-/tmp, so that `perf report -i OUTPUT` or `perf script` can name the functions
-later. Its sizes run from one function to the next, so a few hundred bytes of
-padding may count for the function before. Needs `perf` on the PATH and permission to profile
-(root, or kernel.perf_event_paranoid <= 1).
+for --seconds, and prints `perf report` sorted by function. The map's sizes run
+from one function to the next, so a few hundred bytes of padding may count for
+the function before. The script removes the map when it ends, also after
+Ctrl+C but not when a signal such as SIGTERM kills it. With --keep_map the map
+stays in /tmp, so that `perf report -i OUTPUT` or `perf script` can name the
+functions later. Needs `perf` on the PATH and permission to profile (root, or
+kernel.perf_event_paranoid <= 1).
+
+Exits with 1 if perf fails or records no samples, for example when the
+simulation ends before perf starts to record, and with 2 for invalid options or
+a map of this process id that already exists.
 """
 
 import argparse
 import atexit
+import contextlib
 import os
 import shutil
 import subprocess
@@ -29,7 +36,7 @@ os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="profile_kernel-")
 # first and cannot leave an empty cache folder behind.
 atexit.register(shutil.rmtree, os.environ["NUMBA_CACHE_DIR"], ignore_errors=True)
 
-from model_options import add_model_options, load_model_and_images  # noqa: E402
+from model_options import add_model_options, cli, load_model_and_images  # noqa: E402
 
 from ann2snn import cli, event_kernels  # noqa: E402
 from ann2snn.simulation import simulate  # noqa: E402
@@ -58,32 +65,29 @@ def compiled_functions():
     return sorted(found)
 
 
-def write_perf_map(functions):
-    """Write /tmp/perf-<pid>.map for `functions` and return its path."""
-    path = f"/tmp/perf-{os.getpid()}.map"
-    with open(path, "w") as stream:
+def write_perf_map(path, functions):
+    """Write the perf map `path` for `functions`, (address, name) sorted by address.
+
+    Raises FileExistsError if `path` exists, so that no other map is overwritten.
+    """
+    with open(path, "x") as stream:
         for index, (address, name) in enumerate(functions):
             following = functions[index + 1][0] if index + 1 < len(functions) else address + LAST_SIZE
             stream.write(f"{address:x} {following - address:x} {name}\n")
-    return path
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_model_options(parser, 3000, "first test images, simulated while perf records")
-    parser.add_argument("--seconds", type=cli.positive_float, default=5.0,
-                        help="seconds that perf records, from the start of the simulation (default: 5)")
-    parser.add_argument("--output", default="kernel.perf", help="perf data file (default: kernel.perf)")
-    args = parser.parse_args()
-    if shutil.which("perf") is None:
-        parser.error("perf not found: install it (Debian: apt-get install linux-perf)")
+def existing_map_message(path):
+    return (f"{path} already exists, probably left by an earlier process with this process id "
+            f"(an earlier run with --keep_map, or another JIT compiler), and perf would read it "
+            f"for this process. Move it away if you still need it, else delete it, or run the "
+            f"script again, which gets another process id.")
 
-    model, images, labels = load_model_and_images(args)
-    print("compiling the kernels into a fresh cache folder", flush=True)
-    simulate(model, images[:50], labels[:50], 20, 50, progress=False, compare_with_ann=False)
-    map_path = write_perf_map(compiled_functions())
-    print(f"wrote {map_path}", flush=True)
 
+def record_and_report(args, model, images, labels):
+    """Simulate `images` while perf records this process, then print perf's report.
+
+    Returns the exit code: 0, or 1 if perf failed or recorded no samples.
+    """
     recorder = subprocess.Popen(["perf", "record", "-F", "999", "-p", str(os.getpid()),
                                  "-o", args.output, "--", "sleep", str(args.seconds)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -97,8 +101,55 @@ def main():
     report = subprocess.run(["perf", "report", "-i", args.output, "--no-children", "--sort", "sym",
                              "--stdio"], capture_output=True, text=True)
     lines = [line for line in report.stdout.splitlines() if line.strip() and not line.startswith("#")]
+    perf_message = " ".join(report.stderr.split()) or "no output"
+    if report.returncode != 0:
+        print(f"error: perf report -i {args.output} failed with exit code {report.returncode}: "
+              f"{perf_message}", file=sys.stderr)
+        return 1
+    if not lines:
+        # perf report exits with 0 and prints only its header for a recording without samples.
+        print(f"error: perf recorded no samples of this process in {args.output} (perf report: "
+              f"{perf_message}). Probably the simulation of {len(images)} test "
+              f"image{'' if len(images) == 1 else 's'} ended before perf started to record: "
+              f"pass more --num_images. If that does not help, check that perf record -p PID "
+              f"can sample a running process here.", file=sys.stderr)
+        return 1
     print("\n".join(line[:120] for line in lines[:15]))
     return 0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_options(parser, 3000, "first test images, simulated while perf records")
+    parser.add_argument("--seconds", type=cli.positive_float, default=5.0,
+                        help="seconds that perf records, from the start of the simulation (default: 5)")
+    parser.add_argument("--output", type=cli.nonempty_path, default="kernel.perf", help="perf data file (default: kernel.perf)")
+    parser.add_argument("--keep_map", action="store_true",
+                        help="keep /tmp/perf-<pid>.map after the run, for a later perf report -i "
+                             "OUTPUT (default: remove it at exit)")
+    args = parser.parse_args()
+    if shutil.which("perf") is None:
+        parser.error("perf not found: install it (Debian: apt-get install linux-perf)")
+    # perf looks up the map of a process by this name.
+    map_path = f"/tmp/perf-{os.getpid()}.map"
+    if os.path.exists(map_path):
+        parser.error(existing_map_message(map_path))
+
+    model, images, labels = load_model_and_images(args)
+    print("compiling the kernels into a fresh cache folder", flush=True)
+    simulate(model, images[:50], labels[:50], 20, 50, progress=False, compare_with_ann=False)
+    try:
+        write_perf_map(map_path, compiled_functions())
+    except FileExistsError:
+        sys.exit(f"error: {existing_map_message(map_path)}")
+    print(f"wrote {map_path}" + ("" if args.keep_map else "; it is removed at exit"), flush=True)
+    try:
+        return record_and_report(args, model, images, labels)
+    finally:
+        # perf report reads the map, so it is removed only after the report.
+        if not args.keep_map:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(map_path)
 
 
 if __name__ == "__main__":

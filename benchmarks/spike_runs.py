@@ -17,63 +17,98 @@ that scheme against those of spike-by-spike delivery, on the first
 import argparse
 
 import numpy as np
-from model_options import add_model_options, load_model_and_images, positive_int, spiking_network
+from model_options import (add_model_options, load_model_and_images, spiking_network,
+                           time_step_count)
+
+# Images simulated together. The counts are kept per neuron of these images only,
+# so the memory does not grow with --num_images or --time_steps.
+IMAGES_PER_CHUNK = 50
 
 
-def spike_trains(network, images, time_steps):
-    """Return every hidden layer's output spikes as an int8 array (T, N, H, W, C)."""
-    network.reset(len(images))
-    trains = [[] for _ in network.layers]
-    for time_step in range(time_steps):
-        if time_step == 0:
-            inputs = images.astype(np.float64) * 2.0 ** network.k
-        else:
-            inputs = np.zeros(images.shape)
-        for index, layer in enumerate(network.layers):
-            inputs = layer.step(inputs)
-            trains[index].append(inputs.astype(np.int8))
-    return [np.stack(train) for train in trains]
-
-
-def run_deliveries(train):
-    """Return (spikes, runs, deliveries as runs) per neuron summed over time, each (N, H, W, C).
+class RunCounter:
+    """Spikes, runs and deliveries as runs of a group of neurons, counted one time step at a time.
 
     A run is a maximal sequence of equal non-zero spikes. It costs 1 delivery
     if it is a single spike, else 1 when it starts and 1 when it ends before
-    the last step.
+    the last step. `spikes`, `runs` and `deliveries` are int64 arrays of the
+    neurons' shape, summed over the steps added so far.
     """
-    silent = np.zeros_like(train[:1])
-    before = np.concatenate([silent, train[:-1]])
-    after = np.concatenate([train[1:], silent])
-    spiking = train != 0
-    starts = spiking & (train != before)
-    single = starts & (train != after)
-    # A run of two or more steps that ends before the last step: its last spike is
-    # followed by a different value.
-    ends_early = spiking & (train != after) & ~single
-    ends_early[-1] = False
-    deliveries = starts.astype(np.int64) + ends_early
-    return spiking.sum(axis=0), starts.sum(axis=0), deliveries.sum(axis=0)
+
+    def __init__(self, shape):
+        self.spikes = np.zeros(shape, dtype=np.int64)
+        self.runs = np.zeros(shape, dtype=np.int64)
+        self.deliveries = np.zeros(shape, dtype=np.int64)
+        # The spikes of the last two steps. Before the first step, the neurons are silent.
+        self.previous = np.zeros(shape, dtype=np.int8)
+        self.before_previous = np.zeros(shape, dtype=np.int8)
+
+    def add(self, spikes):
+        """Count the spikes (-1, 0 or 1) that the neurons send at the next time step."""
+        spikes = np.asarray(spikes).astype(np.int8)
+        # A run of two or more steps ended at the previous step, which is not the last.
+        ended = ((self.previous != 0) & (self.previous == self.before_previous)
+                 & (self.previous != spikes))
+        spiking = spikes != 0
+        starts = spiking & (spikes != self.previous)
+        self.spikes += spiking
+        self.runs += starts
+        self.deliveries += starts
+        self.deliveries += ended
+        self.before_previous, self.previous = self.previous, spikes
+
+
+def run_deliveries(train):
+    """Return (spikes, runs, deliveries as runs) per neuron of `train` (T, N, H, W, C), summed over time."""
+    counter = RunCounter(train.shape[1:])
+    for spikes in train:
+        counter.add(spikes)
+    return counter.spikes, counter.runs, counter.deliveries
+
+
+def count_runs(network, images, time_steps):
+    """Simulate `images` and return (spikes, runs, deliveries as runs) of every hidden layer.
+
+    Each count is an int64 array (H, W, C), summed over the images and time steps.
+    """
+    totals = [[np.zeros(layer.output_shape, dtype=np.int64) for _ in range(3)]
+              for layer in network.layers]
+    for start in range(0, len(images), IMAGES_PER_CHUNK):
+        chunk = images[start:start + IMAGES_PER_CHUNK]
+        network.reset(len(chunk))
+        counters = [RunCounter((len(chunk), *layer.output_shape)) for layer in network.layers]
+        for time_step in range(time_steps):
+            if time_step == 0:
+                inputs = chunk.astype(np.float64) * 2.0 ** network.k
+            else:
+                inputs = np.zeros(chunk.shape)
+            for layer, counter in zip(network.layers, counters):
+                inputs = layer.step(inputs)
+                counter.add(inputs)
+        for layer_totals, counter in zip(totals, counters):
+            for total, counts in zip(layer_totals, (counter.spikes, counter.runs,
+                                                    counter.deliveries)):
+                total += counts.sum(axis=0)
+    return totals
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_options(parser, 200, "first test images to use",
                       model_help="folder of a LeNet or MLP model_fashion_mnist.npz")
-    parser.add_argument("--time_steps", type=positive_int, default=20, help="time steps (default: 20)")
+    parser.add_argument("--time_steps", type=time_step_count, default=20,
+                        help="time steps (default: 20)")
     args = parser.parse_args()
 
     model, images, _ = load_model_and_images(args)
     arch = model.architecture
     network = spiking_network(model)
-    trains = spike_trains(network, images, args.time_steps)
+    layer_totals = count_runs(network, images, args.time_steps)
 
     print(f"{arch.name} k={model.k}, {len(images)} images, {args.time_steps} time steps; "
           f"per image:")
     total_sops = total_saved = 0.0
     receivers = [layer.name for layer in arch.hidden[1:]] + ["output"]
-    for index, (layer, train) in enumerate(zip(arch.hidden, trains)):
-        spikes, runs, deliveries = run_deliveries(train)
+    for index, (layer, (spikes, runs, deliveries)) in enumerate(zip(arch.hidden, layer_totals)):
         # SOPs of one delivery from each position: the neurons it reaches.
         if index + 1 < len(network.layers):
             fan_out = network.layers[index + 1].input_fan_out[:, :, np.newaxis]

@@ -100,3 +100,26 @@ def test_manifest_only_uses_recorded_seed(tmp_path, monkeypatch):
     assert list(rebuilt) == ["MLP/k0"]
     assert "--seed 0 " in rebuilt["MLP/k0"]["command"]
     assert rebuilt["MLP/k0"] == ENTRIES["MLP/k0"]
+
+
+def test_reproduce_stops_at_damaged_model(tmp_path, monkeypatch):
+    """A model file that exists but cannot be read stops the run instead of a silent retraining."""
+    monkeypatch.setattr(reproduce, "PRETRAINED_DIR", str(tmp_path))
+    monkeypatch.setattr(reproduce, "MANIFEST", str(tmp_path / "manifest.json"))
+    trained = []
+    monkeypatch.setattr(reproduce, "train", lambda *args: trained.append(args))
+    damaged = tmp_path / "MLP" / "k0" / "model_fashion_mnist.npz"
+    damaged.parent.mkdir(parents=True)
+    with open(os.path.join(REPO, "pretrained", "MLP", "k0", "model_fashion_mnist.npz"), "rb") as stream:
+        damaged.write_bytes(stream.read(500))
+    before = damaged.read_bytes()
+
+    with pytest.raises(SystemExit) as stopped:
+        reproduce.main(["--only", "MLP", "--keys", "k0", "--skip_spiking"])
+
+    message = str(stopped.value)
+    assert "the file is truncated" in message
+    assert "This script trains a model only where none exists" in message
+    assert "git checkout -- " in message
+    assert trained == []
+    assert damaged.read_bytes() == before
