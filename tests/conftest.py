@@ -5,6 +5,8 @@ import subprocess
 
 import pytest
 
+from ann2snn.data import DataError, find_data_files
+
 
 @pytest.fixture
 def read_only_folder(tmp_path):
@@ -22,3 +24,18 @@ def read_only_folder(tmp_path):
         folder.chmod(0o500)
         yield folder
         folder.chmod(0o700)
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_dir(tmp_path_factory):
+    """Return a --data_dir with the four real Fashion-MNIST files, or skip without them.
+
+    The files are copied from the system copy into a temporary folder, so that no
+    test writes into the repository's data/.
+    """
+    folder = tmp_path_factory.mktemp("fashion_mnist")
+    try:
+        find_data_files(str(folder), download=False)
+    except DataError as error:
+        pytest.skip(f"Fashion-MNIST not available: {error}")
+    return folder

@@ -114,7 +114,7 @@ def copy_real_data(folder):
     """Copy the four files of the repository's data/ into `folder` and return it."""
     folder.mkdir(parents=True)
     for name in FILE_NAMES.values():
-        shutil.copyfile(REPO / "data" / "fashion_mnist" / name, folder / name)
+        shutil.copyfile(Path(SYSTEM_DATA_DIR) / name, folder / name)
     return folder
 
 
@@ -256,8 +256,8 @@ def test_empty_data_dir_string_rejected(tmp_path, monkeypatch):
 def test_spiking_keeps_changed_test_label(tmp_path):
     local_dir = tmp_path / "data" / "fashion_mnist"
     local_dir.mkdir(parents=True)
-    shutil.copyfile(REPO / "data" / "fashion_mnist" / TEST_FILES[0], local_dir / TEST_FILES[0])
-    real_labels = REPO / "data" / "fashion_mnist" / TEST_FILES[1]
+    shutil.copyfile(Path(SYSTEM_DATA_DIR) / TEST_FILES[0], local_dir / TEST_FILES[0])
+    real_labels = Path(SYSTEM_DATA_DIR) / TEST_FILES[1]
     labels = bytearray(gzip.decompress(real_labels.read_bytes()))
     labels[8] = (labels[8] + 1) % 10  # The label of the first test image, after the header.
     (local_dir / TEST_FILES[1]).write_bytes(gzip.compress(bytes(labels)))
@@ -280,10 +280,10 @@ PATH_OPTIONS = ("--data_dir", "--model_dir", "--figs_dir")
 
 
 @pytest.mark.parametrize("option", PATH_OPTIONS)
-def test_spiking_empty_path_rejected(tmp_path, option):
+def test_spiking_empty_path_rejected(tmp_path, fashion_mnist_dir, option):
     work_dir = tmp_path / "work"
     work_dir.mkdir()
-    folders = {"--data_dir": REPO / "data", "--model_dir": PRETRAINED_MODEL_DIR,
+    folders = {"--data_dir": fashion_mnist_dir, "--model_dir": PRETRAINED_MODEL_DIR,
                "--figs_dir": tmp_path / "figs", option: ""}
     options = [value for name, folder in folders.items() for value in (name, folder)]
 
@@ -294,10 +294,10 @@ def test_spiking_empty_path_rejected(tmp_path, option):
 
 
 @pytest.mark.parametrize("option", PATH_OPTIONS)
-def test_training_empty_path_rejected(tmp_path, option):
+def test_training_empty_path_rejected(tmp_path, fashion_mnist_dir, option):
     work_dir = tmp_path / "work"
     work_dir.mkdir()
-    folders = {"--data_dir": REPO / "data", "--model_dir": tmp_path / "model",
+    folders = {"--data_dir": fashion_mnist_dir, "--model_dir": tmp_path / "model",
                "--figs_dir": tmp_path / "figs", option: ""}
     options = [value for name, folder in folders.items() for value in (name, folder)]
 
@@ -322,14 +322,14 @@ def test_blank_path_rejected_by_parser(text):
 # --- Advice after an OSError ------------------------------------------------------------
 
 
-def test_unreadable_model_gets_read_advice(tmp_path):
+def test_unreadable_model_gets_read_advice(tmp_path, fashion_mnist_dir):
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     model_path = model_dir / MODEL_FILE_NAME
     shutil.copyfile(PRETRAINED_MODEL_DIR / MODEL_FILE_NAME, model_path)
     model_path.chmod(0o000)
 
-    result = spiking("--model_dir", model_dir, "--data_dir", REPO / "data",
+    result = spiking("--model_dir", model_dir, "--data_dir", fashion_mnist_dir,
                      "--figs_dir", tmp_path / "figs", unprivileged=True)
 
     assert_clean_error(result, 1, "Permission denied", str(model_path),
@@ -378,9 +378,9 @@ def test_missing_file_gets_read_advice(tmp_path):
 # --- --time_steps bound -------------------------------------------------------------------
 
 
-def test_time_steps_beyond_bound_rejected(tmp_path):
+def test_time_steps_beyond_bound_rejected(tmp_path, fashion_mnist_dir):
     too_many = 99999999999999999999
-    result = spiking("--model_dir", PRETRAINED_MODEL_DIR, "--data_dir", REPO / "data",
+    result = spiking("--model_dir", PRETRAINED_MODEL_DIR, "--data_dir", fashion_mnist_dir,
                      "--figs_dir", tmp_path / "figs", "--time_steps", too_many)
 
     assert_usage_error(result, f"argument --time_steps: invalid value {too_many}: use at most "
@@ -394,11 +394,11 @@ def test_time_steps_bound_enforced_by_parser():
         cli.time_step_count(str(cli.MAX_TIME_STEPS + 1))
 
 
-def test_time_steps_at_bound_end_in_memory_error(tmp_path):
+def test_time_steps_at_bound_end_in_memory_error(tmp_path, fashion_mnist_dir):
     """The worst case at the bound, one batch per test image, fails cleanly and not in NumPy."""
     result = run_script("Spiking_MLP_FashionMNIST.py", "--k", 0,
                         "--time_steps", cli.MAX_TIME_STEPS, "--batch_size", 1,
-                        "--model_dir", PRETRAINED_MODEL_DIR, "--data_dir", REPO / "data",
+                        "--model_dir", PRETRAINED_MODEL_DIR, "--data_dir", fashion_mnist_dir,
                         "--figs_dir", tmp_path / "figs")
 
     assert_usage_error(result, "not enough memory to simulate 10000 images",

@@ -23,7 +23,6 @@ from ann2snn.logs import (
 from ann2snn.plotting import figure_file_name, main
 
 REPO = Path(__file__).resolve().parents[1]
-DATA_DIR = REPO / "data"
 MLP_MODEL_DIR = REPO / "pretrained" / "MLP" / "k0"
 FIGURES = ("accuracy_speed", "sops", "sparsity")
 
@@ -35,10 +34,10 @@ def run_script(script, *args):
                           text=True, timeout=300)
 
 
-def spiking_mlp(figs_dir, k=0):
+def spiking_mlp(figs_dir, data_dir, k=0):
     """Run Spiking_MLP_FashionMNIST.py on 20 images for 5 time steps into figs_dir."""
     return run_script("MLP/Spiking_MLP_FashionMNIST.py", "--k", k, "--time_steps", 5,
-                      "--num_images", 20, "--model_dir", MLP_MODEL_DIR, "--data_dir", DATA_DIR,
+                      "--num_images", 20, "--model_dir", MLP_MODEL_DIR, "--data_dir", data_dir,
                       "--figs_dir", figs_dir)
 
 
@@ -107,11 +106,11 @@ def figs_dir(tmp_path):
 # --- Figs folder of another architecture ------------------------------------------------------
 
 
-def test_spiking_rejects_other_architecture_run(figs_dir):
+def test_spiking_rejects_other_architecture_run(figs_dir, fashion_mnist_dir):
     write_run(figs_dir, 0, "LeNet")
     before = file_contents(figs_dir)
 
-    result = spiking_mlp(figs_dir)
+    result = spiking_mlp(figs_dir, fashion_mnist_dir)
 
     assert_usage_error(result, f"--figs_dir {figs_dir} contains LeNet results",
                        str(figs_dir / "k0" / SUMMARY_NAME), "this script writes MLP results",
@@ -120,32 +119,32 @@ def test_spiking_rejects_other_architecture_run(figs_dir):
     assert sorted(path.name for path in figs_dir.iterdir()) == ["k0"]
 
 
-def test_spiking_rejects_other_architecture_other_k(figs_dir):
+def test_spiking_rejects_other_architecture_other_k(figs_dir, fashion_mnist_dir):
     # The figure scripts of both networks would skip the other's run in such a mixed folder.
     write_run(figs_dir, 1, "LeNet")
     before = file_contents(figs_dir)
 
-    result = spiking_mlp(figs_dir, k=0)
+    result = spiking_mlp(figs_dir, fashion_mnist_dir, k=0)
 
     assert_usage_error(result, "contains LeNet results", str(figs_dir / "k1" / SUMMARY_NAME))
     assert file_contents(figs_dir) == before
 
 
-def test_spiking_rejects_other_architecture_entry(figs_dir):
+def test_spiking_rejects_other_architecture_entry(figs_dir, fashion_mnist_dir):
     record_ann_accuracy(figs_dir, "k0", {"accuracy": 0.9, "architecture": "LeNet"})
     before = file_contents(figs_dir)
 
-    result = spiking_mlp(figs_dir)
+    result = spiking_mlp(figs_dir, fashion_mnist_dir)
 
     assert_usage_error(result, "contains LeNet results", f"{ANN_ACCURACY_NAME} entry 'k0'")
     assert file_contents(figs_dir) == before
 
 
-def test_spiking_accepts_same_architecture(figs_dir):
+def test_spiking_accepts_same_architecture(figs_dir, fashion_mnist_dir):
     write_run(figs_dir, 1, "MLP")
     record_ann_accuracy(figs_dir, "k0", {"accuracy": 0.9, "architecture": "MLP"})
 
-    result = spiking_mlp(figs_dir)
+    result = spiking_mlp(figs_dir, fashion_mnist_dir)
 
     assert result.returncode == 0, result.stderr
     assert read_run_logs(figs_dir / "k0").num_images == 20
