@@ -36,7 +36,7 @@ os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="profile_kernel-")
 # first and cannot leave an empty cache folder behind.
 atexit.register(shutil.rmtree, os.environ["NUMBA_CACHE_DIR"], ignore_errors=True)
 
-from model_options import add_model_options, cli, load_model_and_images  # noqa: E402
+from model_options import add_model_options, load_model_and_images  # noqa: E402
 
 from ann2snn import cli, event_kernels  # noqa: E402
 from ann2snn.simulation import simulate  # noqa: E402

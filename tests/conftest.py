@@ -1,6 +1,7 @@
 """Fixtures shared by several test files."""
 
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -39,3 +40,14 @@ def fashion_mnist_dir(tmp_path_factory):
     except DataError as error:
         pytest.skip(f"Fashion-MNIST not available: {error}")
     return folder
+
+
+@pytest.fixture(scope="session")
+def perf_recording():
+    """Skip the test unless `perf record` works here (installed, and profiling permitted)."""
+    if shutil.which("perf") is None:
+        pytest.skip("perf is not installed")
+    completed = subprocess.run(["perf", "record", "-o", os.devnull, "--", "true"],
+                               capture_output=True)
+    if completed.returncode != 0:
+        pytest.skip("perf is not permitted to record here")

@@ -19,7 +19,7 @@ import pytest
 
 from ann2snn import model_file, reproduce
 from ann2snn.architectures import MLP
-from ann2snn.data import DataError, load_test_set
+from ann2snn.data import load_test_set
 from ann2snn.model_file import MODEL_FILE_NAME, ModelFileError, load_model, save_model
 from ann2snn.spiking_utils import SpikingNetwork
 
@@ -75,13 +75,8 @@ def assert_usage_error(result, *fragments):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    try:
-        load_test_set(str(folder), download=False)
-    except DataError as error:
-        pytest.skip(f"Fashion-MNIST test set not available: {error}")
-    return folder
+def data_dir(fashion_mnist_dir):
+    return fashion_mnist_dir
 
 
 @pytest.fixture(scope="module")
@@ -395,20 +390,9 @@ def test_count_runs_same_for_any_chunk(tmp_path, monkeypatch, data_dir):
 # --- profile_kernel.py -------------------------------------------------------------
 
 
-def perf_can_record():
-    """Return True if `perf record` works here (installed, and profiling is permitted)."""
-    if shutil.which("perf") is None:
-        return False
-    completed = subprocess.run(["perf", "record", "-o", os.devnull, "--", "true"],
-                               capture_output=True)
-    return completed.returncode == 0
-
-
 @pytest.mark.slow
-def test_profile_kernel_no_samples(tmp_path, data_dir):
+def test_profile_kernel_no_samples(tmp_path, data_dir, perf_recording):
     """A simulation that ends before perf records fails with one message and removes its map."""
-    if not perf_can_record():
-        pytest.skip("perf is missing or not permitted to record here")
     process = subprocess.Popen(
         [sys.executable, str(BENCHMARK_DIR / "profile_kernel.py"), "--model_dir",
          write_model(tmp_path / "model"), "--num_images", "1", "--seconds", "0.5",

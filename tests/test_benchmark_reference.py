@@ -7,7 +7,6 @@ Fashion-MNIST test images, and the tests are skipped if those are missing.
 """
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 
 from ann2snn.architectures import LENET, MLP
-from ann2snn.data import DataError, load_test_set
+from ann2snn.data import load_test_set
 from ann2snn.model_file import MODEL_FILE_NAME, Model, save_model
 from ann2snn.simulation import simulate
 
@@ -32,13 +31,8 @@ BN_EPSILON = 1e-5
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    try:
-        load_test_set(str(folder), download=False)
-    except DataError as error:
-        pytest.skip(f"Fashion-MNIST test set not available: {error}")
-    return str(folder)
+def data_dir(fashion_mnist_dir):
+    return str(fashion_mnist_dir)
 
 
 @pytest.fixture(scope="module")
@@ -198,20 +192,9 @@ def test_benchmark_script_runs(lenet_model_dir, data_dir):
     assert "first batch, untimed:" in output
 
 
-def perf_can_record():
-    """Return True if `perf record` works here (installed, and profiling is permitted)."""
-    if shutil.which("perf") is None:
-        return False
-    completed = subprocess.run(["perf", "record", "-o", os.devnull, "--", "true"],
-                               capture_output=True)
-    return completed.returncode == 0
-
-
 @pytest.mark.slow
-def test_profile_kernel_names_functions(tmp_path, lenet_model_dir, data_dir):
+def test_profile_kernel_names_functions(tmp_path, lenet_model_dir, data_dir, perf_recording):
     """benchmarks/profile_kernel.py: perf's report names the kernel's compiled functions."""
-    if not perf_can_record():
-        pytest.skip("perf is missing or not permitted to record here")
     completed = subprocess.run(
         [sys.executable, os.path.join(BENCHMARK_DIR, "profile_kernel.py"),
          "--model_dir", str(lenet_model_dir), "--num_images", "200", "--seconds", "1",

@@ -8,7 +8,6 @@ writes anything.
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from ann2snn.data import TEST_SIZE
 from ann2snn.logs import check_run_logs, find_runs, read_run_logs, record_ann_accuracy, write_run_logs
 from ann2snn.plotting import (
-    figure_file_name, load_runs, main, plot_accuracy_speed, plot_sops, plot_sparsity)
+    figure_file_name, load_runs, main, plot_accuracy_speed, plot_sops)
 from test_figures import draw_figures, generated_logs  # pytest puts tests/ on sys.path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
