@@ -121,8 +121,9 @@ def _recreate_hint(path):
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isfile(os.path.join(folder, CHECKPOINT_STATE_NAME)):
         return (f"Re-create it from the checkpoint in {folder}: run the Quant_ script (FP32_ for "
-                f"a full-precision model) with the model's --k and --resume True --mode inference "
-                f"--model_dir {folder}.")
+                f"a full-precision model) with the --k it was trained with and --resume True "
+                f"--mode inference --model_dir {folder}, plus the --figs_dir of its results (by "
+                f"default the run records its test accuracy in figs/ next to the script).")
     real_path = os.path.realpath(path)
     pretrained = os.path.realpath(PRETRAINED_DIR)
     if real_path.startswith(pretrained + os.sep):

@@ -23,7 +23,7 @@ import numpy as np
 from . import logs
 from .cli import MAX_SEED, UsageError, check_output_folder
 from .data import TEST_SIZE, TRAIN_SIZE, VALIDATION_SIZE, load_fashion_mnist
-from .model_file import MODEL_FILE_NAME, ModelFileError, save_model
+from .model_file import MODEL_FILE_NAME, ModelFileError, load_model, save_model
 
 log = logging.getLogger("ann2snn.training")
 
@@ -34,6 +34,8 @@ CHECKPOINT_STATE_NAME = "checkpoint"
 PARTIAL_SUFFIX = ".partial"
 # Marks the full-precision model in the checkpoint's config/k variable.
 FULL_PRECISION_K = -1
+# Metadata fields that describe the training, which --mode inference cannot know.
+TRAINING_SETTINGS = ("batch_size", "learning_rate", "seed", "num_train_images", "command")
 # Maximum number of parameter names that one message lists. Further parameters are only counted.
 MAX_LISTED_PARAMETER_NAMES = 3
 
@@ -161,9 +163,13 @@ _NO_CHECKPOINT_HINT = ("Pass --model_dir with the folder of a trained checkpoint
 
 
 def _missing_checkpoint_message(args):
-    return (f"{_checkpoint_request(args)} needs a checkpoint, but the checkpoint state file "
-            f"in {os.path.abspath(args.model_dir)} names no checkpoint whose files exist. "
-            f"{_NO_CHECKPOINT_HINT}")
+    message = (f"{_checkpoint_request(args)} needs a checkpoint, but the checkpoint state file "
+               f"in {os.path.abspath(args.model_dir)} names no checkpoint whose files exist. ")
+    final = checkpoint_path(os.path.abspath(args.model_dir))
+    if os.path.isfile(final + ".index"):
+        message += (f"If the checkpoint files {final}.* are intact, replace the content of the "
+                    f"state file with the line: model_checkpoint_path: \"{CHECKPOINT_PREFIX}\". ")
+    return message + _NO_CHECKPOINT_HINT
 
 
 def _checkpoint_named_in_state(model_dir):
@@ -448,13 +454,17 @@ def _check_epoch_finite(session, graph, args, epoch, train_loss, val_loss):
         problems.append(parameters)
     if not problems:
         return
-    resume = (f" With --resume True it continues from the saved epoch {epoch}." if epoch > 0
-              else "")
+    if epoch > 0:
+        kept = (f"so the checkpoint in {os.path.abspath(args.model_dir)} still contains epoch "
+                f"{epoch}, and {MODEL_FILE_NAME} is as it was before this run. With --resume "
+                f"True training continues after epoch {epoch}.")
+    else:
+        kept = (f"and nothing was written to {os.path.abspath(args.model_dir)}, where any earlier "
+                f"files are as they were.")
     raise TrainingError(
         f"training diverged in epoch {epoch + 1}: {'; '.join(problems)}. This epoch was not "
-        f"saved, so the checkpoint and {MODEL_FILE_NAME} in {os.path.abspath(args.model_dir)} "
-        f"are as they were before it. Train again with a smaller --learning_rate than "
-        f"{args.learning_rate:g}.{resume}")
+        f"saved, {kept} Train again with a smaller --learning_rate than "
+        f"{args.learning_rate:g}.")
 
 
 def train_epochs(session, graph, args, finished_epochs, train_set, validation_set):
@@ -525,8 +535,11 @@ def _train_or_evaluate(arch, args, k):
     x_val, y_val = data.x_val[:args.num_eval_images], data.y_val[:args.num_eval_images]
     x_test, y_test = data.x_test[:args.num_eval_images], data.y_test[:args.num_eval_images]
     precision = "full precision" if k is None else f"k={k}"
-    log.info("%s %s: %d training, %d validation, %d test images from %s",
-             arch.name, precision, len(x_train), len(x_val), len(x_test), data.source)
+    if args.mode == "training":
+        log.info("%s %s: %d training, %d validation, %d test images from %s",
+                 arch.name, precision, len(x_train), len(x_val), len(x_test), data.source)
+    else:
+        log.info("%s %s: %d test images from %s", arch.name, precision, len(x_test), data.source)
 
     tf1.set_random_seed(args.seed)
     graph = Graph(arch, k, args.learning_rate)
@@ -546,20 +559,16 @@ def _train_or_evaluate(arch, args, k):
         test_loss, test_acc = evaluate(session, graph, x_test, y_test, args.batch_size)
         params = session.run(graph.parameters)
 
+    model_path = os.path.join(args.model_dir, MODEL_FILE_NAME)
     metadata = {
         "k": k,
         "test_accuracy": test_acc,
         "test_loss": test_loss,
         "num_test_images": len(x_test),
         "epochs": finished_epochs,
-        "batch_size": args.batch_size,
-        "learning_rate": args.learning_rate,
-        "seed": args.seed,
         "bn_epsilon": tf_model.BN_EPSILON,
-        "num_train_images": len(x_train),
-        "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        **_training_settings(args, arch, k, model_path, finished_epochs, len(x_train)),
     }
-    model_path = os.path.join(args.model_dir, MODEL_FILE_NAME)
     save_model(model_path, arch, params, metadata)
     summary = (f"{arch.name} {precision}: test loss {test_loss:.4f}, test accuracy "
                f"{100 * test_acc:.2f}% on {len(x_test)} images after {finished_epochs} "
@@ -573,6 +582,31 @@ def _train_or_evaluate(arch, args, k):
     _record_accuracy(args.figs_dir, key, entry, summary, model_path)
     print(f"{summary}; model written to {model_path}")
     return 0
+
+
+def _training_settings(args, arch, k, model_path, finished_epochs, num_train_images):
+    """Return the metadata fields that describe how the saved parameters were trained.
+
+    A training run records its own options. --mode inference trains nothing, so it
+    keeps the fields of the model file it replaces if that file records the same k
+    and number of epochs, and leaves them out otherwise: the checkpoint does not
+    store them.
+    """
+    if args.mode == "training":
+        return {
+            "batch_size": args.batch_size,
+            "learning_rate": args.learning_rate,
+            "seed": args.seed,
+            "num_train_images": num_train_images,
+            "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        }
+    try:
+        previous = load_model(model_path, arch=arch).metadata
+    except ModelFileError:
+        return {}
+    if previous.get("epochs") != finished_epochs or previous.get("k") != k:
+        return {}
+    return {name: previous[name] for name in TRAINING_SETTINGS if name in previous}
 
 
 def _record_accuracy(figs_dir, key, entry, summary, model_path):

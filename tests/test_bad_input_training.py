@@ -250,7 +250,8 @@ def test_diverged_epoch_keeps_checkpoint(quantized, tmp_path):
 
     assert_clean_error(result, "training diverged in epoch 2", "NaN or Inf parameter values",
                        "This epoch was not saved", "smaller --learning_rate than 1e+30",
-                       "--resume True it continues from the saved epoch 1")
+                       "still contains epoch 1",
+                       "With --resume True training continues after epoch 1")
     assert f"{MODEL_FILE_NAME}: parameter" not in result.stderr, result.stderr
     assert file_contents(model_dir) == before
     assert not (tmp_path / "figs").exists()
@@ -262,8 +263,9 @@ def test_diverged_first_epoch_writes_nothing(quantized, tmp_path):
                         "--data_dir", quantized / "data", "--model_dir", tmp_path / "model",
                         "--figs_dir", tmp_path / "figs")
 
-    assert_clean_error(result, "training diverged in epoch 1", "smaller --learning_rate")
-    assert "--resume True it continues" not in result.stderr, result.stderr
+    assert_clean_error(result, "training diverged in epoch 1", "smaller --learning_rate",
+                       "nothing was written to")
+    assert "--resume True" not in result.stderr, result.stderr
     assert file_contents(tmp_path / "model") == {}
     assert not (tmp_path / "figs").exists()
 
@@ -330,3 +332,50 @@ def test_checkpoint_other_precision_advice(request, tmp_path, case):
     assert "Pass the matching --k" not in result.stderr, result.stderr
     assert file_contents(model_dir) == before
     assert not (tmp_path / "figs").exists()
+
+
+# --- Metadata written by --mode inference --------------------------------------------------
+
+
+def test_inference_keeps_training_settings(quantized, tmp_path):
+    """Inference trains nothing, so its own --learning_rate, --batch_size and --seed are not recorded."""
+    model_dir = checkpoint_copy(quantized, tmp_path)
+    trained = load_model(str(model_dir / MODEL_FILE_NAME), MLP, k=0).metadata
+
+    result = resume(quantized, model_dir, tmp_path / "figs", "--mode", "inference",
+                    "--learning_rate", "0.5", "--batch_size", 7, "--seed", 5)
+
+    assert result.returncode == 0, result.stderr
+    written = load_model(str(model_dir / MODEL_FILE_NAME), MLP, k=0).metadata
+    for name in training.TRAINING_SETTINGS:
+        assert written[name] == trained[name], name
+    assert written["learning_rate"] == 1e-4
+    assert "training," not in result.stderr, result.stderr
+
+
+def test_inference_without_model_file_omits_settings(quantized, tmp_path):
+    """A model file written again from the checkpoint alone has no training settings to copy."""
+    model_dir = checkpoint_copy(quantized, tmp_path)
+    (model_dir / MODEL_FILE_NAME).unlink()
+
+    result = resume(quantized, model_dir, tmp_path / "figs", "--mode", "inference", "--seed", 5)
+
+    assert result.returncode == 0, result.stderr
+    written = load_model(str(model_dir / MODEL_FILE_NAME), MLP, k=0).metadata
+    assert written["epochs"] == 1
+    for name in training.TRAINING_SETTINGS:
+        assert name not in written, name
+
+
+def test_state_naming_missing_files_advice(quantized, tmp_path):
+    """A state file that names deleted files, next to an intact checkpoint, gets the line to write."""
+    model_dir = checkpoint_copy(quantized, tmp_path)
+    (model_dir / training.CHECKPOINT_STATE_NAME).write_text('model_checkpoint_path: "gone.ckpt"\n')
+    before = file_contents(model_dir)
+
+    result = resume(quantized, model_dir, tmp_path / "figs", "--mode", "inference")
+
+    assert result.returncode == 2, result.stderr
+    assert "names no checkpoint whose files exist" in result.stderr
+    assert FINAL_STATE_LINE in result.stderr
+    assert file_contents(model_dir) == before
