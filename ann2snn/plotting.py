@@ -292,8 +292,9 @@ def load_runs(run_dirs, architecture):
             logger.error("skipping k=%d: %s", k, error)
             continue
         if run.architecture != architecture:
-            logger.error("skipping k=%d: %s contains %s logs, expected %s",
-                         k, run_dir, run.architecture, architecture)
+            logger.error("skipping k=%d: %s contains %s logs, expected %s. A figs folder contains "
+                         "one network's results, so move that folder to the %s figs folder",
+                         k, run_dir, run.architecture, architecture, run.architecture)
             continue
         problems = check_run_logs(run)
         if problems:

@@ -430,7 +430,8 @@ def test_other_architecture_skips_k(figs_dir, caplog):
     assert main("sops", "LeNet", figs_dir, argv=[]) == 1
 
     assert error_messages(caplog)[0] == (
-        f"skipping k=1: {figs_dir / 'k1'} contains MLP logs, expected LeNet")
+        f"skipping k=1: {figs_dir / 'k1'} contains MLP logs, expected LeNet. A figs folder "
+        f"contains one network's results, so move that folder to the MLP figs folder")
     assert "not written: the run k=1 was skipped" in error_messages(caplog)[1]
 
 
