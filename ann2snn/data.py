@@ -59,7 +59,8 @@ _GET_DATA_HINT = (
     f"To get the data, run `{INSTALL_HINT}`, or pass --data_dir DIR where DIR or "
     f"DIR/{TENSORLAYER_SUBFOLDER} contains the four files {', '.join(FILE_NAMES.values())}."
 )
-_REPLACE_FILE_HINT = f"Replace the file with an intact copy. {_GET_DATA_HINT}"
+_REPLACE_FILE_HINT = ("Delete the file and run the command again, which copies it anew from the "
+                      "system copy or downloads it, or replace it with an intact copy.")
 
 logger = logging.getLogger(__name__)
 

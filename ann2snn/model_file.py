@@ -256,13 +256,13 @@ def _check_params(arch, params, path):
     if len(params) != len(expected):
         raise ModelFileError(
             f"{path}: {len(params)} parameter arrays found, {len(expected)} expected "
-            f"for {arch.name}")
+            f"for {arch.name}. {_recreate_hint(path)}")
     for value, (name, shape) in zip(params, expected):
         value = np.asarray(value)
         if tuple(value.shape) != tuple(shape):
             raise ModelFileError(
                 f"{path}: parameter {name} has shape {tuple(value.shape)}, "
-                f"expected {tuple(shape)} for {arch.name}")
+                f"expected {tuple(shape)} for {arch.name}. {_recreate_hint(path)}")
         bad_count = int(np.count_nonzero(~np.isfinite(value)))
         if bad_count:
             raise ModelFileError(

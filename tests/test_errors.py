@@ -137,7 +137,8 @@ def test_spiking_model_wrong_shape(trained, tmp_path):
 
     result = spiking("MLP", model_dir, tmp_path / "figs", trained / "data")
     assert_clean_error(result, 1, str(path),
-                       "parameter output/W has shape (10, 400), expected (400, 10) for MLP")
+                       "parameter output/W has shape (10, 400), expected (400, 10) for MLP",
+                       "train the model again with the Quant_ script")
     assert_empty(tmp_path / "figs")
 
 
