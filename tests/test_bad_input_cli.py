@@ -23,6 +23,7 @@ import pytest
 from ann2snn import cli
 from ann2snn.data import FILE_NAMES, SYSTEM_DATA_DIR, DataError, find_data_files
 from ann2snn.model_file import MODEL_FILE_NAME
+from test_errors import assert_clean_error, assert_usage_error  # pytest puts tests/ on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 PRETRAINED_MODEL_DIR = REPO / "pretrained" / "MLP" / "k0"
@@ -95,19 +96,6 @@ def without_read_override(command):
 def spiking(*args, **kwargs):
     return run_script("Spiking_MLP_FashionMNIST.py", "--k", 0, "--num_images", 20,
                       "--time_steps", 5, *args, **kwargs)
-
-
-def assert_clean_error(result, exit_code, *fragments):
-    """Check the exit code, the absence of a traceback and each fragment of the message."""
-    assert result.returncode == exit_code, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, f"{fragment!r} not in:\n{result.stderr}"
-
-
-def assert_usage_error(result, *fragments):
-    assert_clean_error(result, 2, *fragments)
-    assert result.stderr.startswith("usage: "), result.stderr
 
 
 def copy_real_data(folder):

@@ -19,8 +19,10 @@ import pytest
 from ann2snn.cli import UsageError
 from ann2snn.logs import (
     ANN_ACCURACY_NAME, SUMMARY_NAME, LogError, check_figs_architecture, find_runs,
-    read_ann_accuracy, read_run_logs, record_ann_accuracy, write_run_logs)
+    read_ann_accuracy, read_run_logs, record_ann_accuracy)
 from ann2snn.plotting import figure_file_name, main
+from test_errors import assert_usage_error  # pytest puts tests/ on sys.path
+from test_figures import write_run as write_figure_run
 
 REPO = Path(__file__).resolve().parents[1]
 MLP_MODEL_DIR = REPO / "pretrained" / "MLP" / "k0"
@@ -39,15 +41,6 @@ def spiking_mlp(figs_dir, data_dir, k=0):
     return run_script("MLP/Spiking_MLP_FashionMNIST.py", "--k", k, "--time_steps", 5,
                       "--num_images", 20, "--model_dir", MLP_MODEL_DIR, "--data_dir", data_dir,
                       "--figs_dir", figs_dir)
-
-
-def assert_usage_error(result, *fragments):
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.startswith("usage: "), result.stderr
-    assert result.stderr.count(": error: ") == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, f"{fragment!r} not in:\n{result.stderr}"
 
 
 def file_contents(folder):
@@ -73,21 +66,8 @@ def write_run(figs_dir, k, architecture, logs=None, summary_changes=None):
 
     `summary_changes` replaces summary values after writing, so they may be invalid.
     """
-    summary = {
-        "architecture": architecture,
-        "k": k,
-        "time_steps": 3,
-        "batch_size": 4,
-        "num_images": 7,
-        "num_batches": 2,
-        "batch_sizes": [4, 3],
-        "neuron_count": 50,
-        "ann_operation_count": 1000,
-        "ann_accuracy": 0.8,
-        "numpy_ann_accuracy": 0.8,
-    }
-    run_dir = Path(figs_dir) / f"k{k}"
-    write_run_logs(run_dir, run_logs() if logs is None else logs, summary)
+    run_dir = write_figure_run(figs_dir, k, architecture, time_steps=3,
+                               logs=run_logs() if logs is None else logs, numpy_ann_accuracy=0.8)
     if summary_changes:
         summary_path = run_dir / SUMMARY_NAME
         stored = json.loads(summary_path.read_text())

@@ -28,6 +28,7 @@ BENCHMARK_DIR = REPO / "benchmarks"
 sys.path.insert(0, str(BENCHMARK_DIR))
 
 import spike_runs  # noqa: E402
+from test_errors import assert_usage_error  # noqa: E402  (pytest puts tests/ on sys.path)
 
 VALID_METADATA = {"k": 1, "bn_epsilon": 1e-5, "test_accuracy": 0.9, "num_test_images": 10000,
                   "epochs": 3, "seed": 0}
@@ -62,14 +63,6 @@ def assert_one_line_error(result, exit_code, *fragments):
     assert "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, f"{fragment!r} not in:\n{result.stderr}"
-
-
-def assert_usage_error(result, *fragments):
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.startswith("usage: "), result.stderr
     for fragment in fragments:
         assert fragment in result.stderr, f"{fragment!r} not in:\n{result.stderr}"
 

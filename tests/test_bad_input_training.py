@@ -18,6 +18,8 @@ from ann2snn.architectures import MLP
 from ann2snn.logs import ANN_ACCURACY_NAME
 from ann2snn.model_file import MODEL_FILE_NAME, load_model
 
+import test_errors  # pytest puts tests/ on sys.path
+
 REPO = Path(__file__).resolve().parents[1]
 QUANT_SCRIPT = "Quant_MLP_FashionMNIST.py"
 FP32_SCRIPT = "FP32_MLP_FashionMNIST.py"
@@ -49,10 +51,7 @@ def run_script(script, *args, runner=None):
 
 def assert_clean_error(result, *fragments):
     """Check exit code 1, the absence of a traceback and each fragment of the message."""
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, f"{fragment!r} not in:\n{result.stderr}"
+    test_errors.assert_clean_error(result, 1, *fragments)
 
 
 def file_contents(folder):

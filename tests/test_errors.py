@@ -46,7 +46,7 @@ def assert_clean_error(result, exit_code, *fragments):
 def assert_usage_error(result, *fragments):
     assert_clean_error(result, 2, *fragments)
     assert result.stderr.startswith("usage: "), result.stderr
-    assert ": error: " in result.stderr, result.stderr
+    assert result.stderr.count(": error: ") == 1, result.stderr
 
 
 def assert_empty(folder):

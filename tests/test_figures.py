@@ -57,9 +57,14 @@ def generated_logs(time_steps, batch_sizes=(4, 3)):
     }
 
 
-def write_run(figs_dir, k, architecture="LeNet", time_steps=5, **summary_changes):
-    """Write run k into figs_dir/k<k>: the hand-made logs for 5 steps, generated ones otherwise."""
-    run_logs = hand_logs() if time_steps == 5 else generated_logs(time_steps)
+def write_run(figs_dir, k, architecture="LeNet", time_steps=5, logs=None, **summary_changes):
+    """Write run k into figs_dir/k<k>: `logs`, else the hand-made logs for 5 steps or generated ones."""
+    if logs is not None:
+        run_logs = logs
+    elif time_steps == 5:
+        run_logs = hand_logs()
+    else:
+        run_logs = generated_logs(time_steps)
     summary = {
         "architecture": architecture,
         "k": k,
