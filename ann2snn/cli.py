@@ -58,7 +58,10 @@ def positive_int(text):
 
 
 def count_at_most(maximum, reason):
-    """Return an argparse type that parses an integer from 1 to `maximum`; `reason` ends its message."""
+    """Return an argparse type that parses an integer from 1 to `maximum`.
+
+    Its error message for a larger value ends with `reason`.
+    """
     def parse(text):
         value = positive_int(text)
         if value > maximum:
@@ -256,12 +259,12 @@ _WRITE_ADVICE = ("Check that the folder exists, is writable and has free space, 
 
 
 def os_error_advice(error):
-    """Return what to check after `error`: the advice for a failed read or a failed write.
+    """Return the advice for `error`, treated as either a failed read or a failed write.
 
-    The errno and the file tell the two apart only in part. An access error on a file
-    that exists but cannot be read now, or a missing file in an existing folder, is taken
-    for a failed read. Every other error is taken for a failed write, such as on a full
-    disk or in a folder whose permissions changed meanwhile.
+    The errno and the file do not always tell the two apart. An access error on a file
+    or folder that exists but cannot be read now, or a missing file in an existing folder,
+    is taken for a failed read. Every other error is taken for a failed write, such as on
+    a full disk or in a folder whose permissions changed meanwhile.
     """
     path = error.filename
     if not isinstance(path, (str, bytes, os.PathLike)):
@@ -274,12 +277,15 @@ def os_error_advice(error):
 
 
 def _can_read(path):
-    """Return False if `path` is a file that cannot be opened or a folder that cannot be listed."""
+    """Return False if `path` is a file that cannot be opened or a folder that cannot be listed.
+
+    Returns True otherwise, also when `path` does not exist.
+    """
     try:
         if os.path.isdir(path):
             os.listdir(path)
         elif os.path.isfile(path):
-            # Only regular files are opened: opening a FIFO for reading would block.
+            # Only regular files are opened, because opening a FIFO for reading would block.
             with open(path, "rb"):
                 pass
     except OSError:
@@ -294,9 +300,9 @@ def _raise_terminated(signum, frame):
 def run_main(main, argv=None):
     """Run `main(argv)` and turn the project's expected errors into one message and an exit code.
 
-    UsageError exits with 2; DataError, ModelFileError, LogError and OSError with 1. SIGINT exits with
-    130 and SIGTERM with 143 (128 + the signal number), after the cleanup of the
-    interrupted write has run.
+    A UsageError exits with 2, and a DataError, ModelFileError, LogError or OSError with 1.
+    SIGINT exits with 130 and SIGTERM with 143 (128 + the signal number), after the
+    cleanup of the interrupted write has run.
     """
     from .data import DataError
     from .logs import LogError

@@ -6,17 +6,18 @@
    ``<data_dir>`` itself, so that ``--data_dir`` may also point straight at the files.
 2. ``system_dir``, by default where Debian's dataset-fashion-mnist package installs
    them. The files missing from ``<data_dir>/fashion_mnist/`` are copied there, or into
-   ``<data_dir>`` if only that folder contains some of the four. When the folder
+   ``<data_dir>`` if only that folder contains some of the four. When that folder
    contained none of them and cannot be written, the files are read from ``system_dir``.
 3. If ``download`` is true, TensorLayer's ``load_fashion_mnist_dataset``, which
    downloads the missing files into ``<data_dir>/fashion_mnist/``.
 
-A file that exists is never replaced. A folder with some of the four files is completed
-instead, so that the files the user put there are read. If both folders contain some, or the
-missing files cannot be copied or downloaded, DataError names the folder, the files it
-contains and the files it lacks. If all steps fail, DataError lists every path tried and
-how to get the data. The files are always parsed by this module's own reader, which
-raises DataError naming the file for any invalid content.
+A file that exists when the folders are checked is never replaced. A folder with some of
+the four files is completed instead, so that the files the user put there are read. If
+both folders contain some, or the missing files cannot be copied or downloaded,
+DataError names the folder, the files it contains and the files it lacks. If all steps
+fail, DataError lists every path tried and how to get the data. The files are always
+parsed by this module's own reader, which raises DataError naming the file for any
+invalid content.
 
 This module imports neither TensorFlow nor TensorLayer at module level, because the
 spiking scripts import it and must start fast. TensorLayer is imported only for the
@@ -239,9 +240,9 @@ def _copy_system_files(system_dir, target, names):
         path = os.path.join(target, name)
         if os.path.lexists(path):
             raise DataError(
-                f"{path} exists but is not a file (a folder or a broken symbolic link), so "
-                f"Fashion-MNIST cannot be copied there. Move it away or replace it with the "
-                f"file {os.path.join(system_dir, name)}, then run the command again.")
+                f"{path} exists but is not a file (for example a folder or a broken symbolic "
+                f"link), so Fashion-MNIST cannot be copied there. Move it away or replace it "
+                f"with the file {os.path.join(system_dir, name)}, then run the command again.")
 
     try:
         os.makedirs(target, exist_ok=True)

@@ -11,8 +11,8 @@ order and, within a batch, in time step order:
 - `sop_num.txt`: synaptic operations of the batch up to that step (cumulative).
 
 `figs/ann_accuracy.json` stores the training results per key ("fp32", "k0", "k1", ...).
-An entry may name its network in "architecture". A figs folder contains the results
-of one architecture, which check_figs_architecture enforces before a script writes.
+An entry may name its network under the key "architecture". A figs folder contains the
+results of one architecture, and check_figs_architecture enforces this before a script writes.
 """
 
 import json
@@ -51,7 +51,7 @@ _INTEGER_LINE = re.compile(r"^[+-]?\d+$")
 # neuron_count, ann_operation_count, ann_accuracy and snn_accuracy when they are missing.
 REQUIRED_SUMMARY_KEYS = (
     "architecture", "k", "time_steps", "batch_size", "num_images", "num_batches", "batch_sizes")
-# Counts above this bound could not be summed or plotted as int64 or float values.
+# Summary counts above this bound do not fit into the int64 values that the figures compute with.
 MAX_COUNT = np.iinfo(np.int64).max
 
 
@@ -421,8 +421,8 @@ def _check_column_sums(path, array):
     """
     limit = np.iinfo(np.int64).max
     num_batches = array.shape[0]
-    # Most logs pass this bound without an exact sum. A negation of the most negative
-    # int64 would overflow, so the bound is taken from the largest and smallest value.
+    # The bound max|value| * num_batches skips the exact sum for most logs. The extremes are
+    # converted to Python int first, because negating the minimum int64 in NumPy overflows.
     largest = max(int(array.max()), -int(array.min())) if array.size else 0
     if largest * num_batches <= limit:
         return
@@ -431,7 +431,8 @@ def _check_column_sums(path, array):
         if not -limit - 1 <= total <= limit:
             raise LogError(
                 f"{path}: the values of time step {step} add up to {total} over the "
-                f"{num_batches} batches, which does not fit into a 64-bit integer")
+                f"{num_batches} batches, which does not fit into a 64-bit integer. Run the "
+                f"spiking simulation of this k again to rewrite the log")
 
 
 def read_run_logs(run_dir):
@@ -580,13 +581,13 @@ def _recorded_architecture(value):
 
 
 def find_other_architecture(figs_dir, architecture, k=None):
-    """Return (found architecture, source) for a result in figs_dir of another architecture, or None.
+    """Return (architecture, source) of the first result in figs_dir of another architecture, or None.
 
-    Looks at the "architecture" of every k<k>/summary.json and of every entry of
-    ann_accuracy.json, and the source names the first file, or the file and entry,
-    that differs. Files that are missing, unreadable or invalid, and values that
+    Reads the "architecture" of every k<integer>/summary.json and of every entry of
+    ann_accuracy.json. The source names the file, or the file and entry, that
+    differs. Files that are missing, unreadable or invalid, and values that
     name no known architecture, are skipped. `k` adds the run folder k<k>, which
-    is then looked at even if figs_dir cannot be listed.
+    is then read even if figs_dir cannot be listed.
 
     NOTE: entries without "architecture", as record_ann_accuracy wrote them before
     that key existed, are not checked, so a folder with only such entries passes.
@@ -618,7 +619,7 @@ def check_figs_architecture(figs_dir, architecture, k=None, option="--figs_dir")
 
     A script of `architecture` calls it before it writes into figs_dir, because its
     run folders or ann_accuracy.json entries would replace or mix with the other
-    network's results. See find_other_architecture for what is looked at and for `k`.
+    network's results. See find_other_architecture for the files it reads and for `k`.
     """
     found = find_other_architecture(figs_dir, architecture, k)
     if found is None:

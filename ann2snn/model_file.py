@@ -31,7 +31,7 @@ from .logs import write_bytes_atomically
 
 MODEL_FILE_NAME = "model_fashion_mnist.npz"
 FORMAT_VERSION = 1
-# The shipped models. No checkpoints are shipped with them, so git restores a damaged one.
+# The folder of the shipped models. It contains no checkpoints, so git restores a damaged model.
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                               "pretrained")
 
@@ -110,7 +110,7 @@ def load_model(path, arch=None, k="any", allow_pickle=False):
 
 
 def _recreate_hint(path):
-    """Return the advice for an unusable model file at `path`: how to re-create or restore it.
+    """Return advice on how to re-create or restore the unusable model file at `path`.
 
     A checkpoint next to the file can write it again. pretrained/ ships no
     checkpoints, so a damaged shipped model is restored from git instead.
@@ -176,13 +176,21 @@ def _is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _is_finite(value):
+    """Return whether `value` is finite, and False for an int beyond the float range."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 # The metadata fields that the project reads, besides the architecture, as (name, validity
 # test, expected value). A field may be absent, and null passes only where the readers
 # handle it. Other fields (test_loss, batch_size, command, ...) are only recorded.
 _METADATA_FIELDS = (
     ("k", lambda value: value is None or (_is_integer(value) and 0 <= value <= MAX_K),
      f"an integer from 0 to {MAX_K}, or null (full precision)"),
-    ("bn_epsilon", lambda value: _is_number(value) and math.isfinite(value) and value > 0,
+    ("bn_epsilon", lambda value: _is_number(value) and _is_finite(value) and value > 0,
      "a positive finite number (the batch-norm epsilon of the training, 1e-05 in the models "
      "this project writes)"),
     ("test_accuracy", lambda value: value is None or (_is_number(value) and 0 <= value <= 1),
@@ -198,9 +206,10 @@ _METADATA_FIELDS = (
 
 
 def _check_metadata(path, metadata):
-    """Raise ModelFileError naming `path`, the field and its value for a field that cannot be used."""
+    """Raise ModelFileError, naming `path`, the field and its value, for the first invalid field."""
     found_arch = metadata.get("architecture")
-    if found_arch not in ARCHITECTURES:
+    # A list or dict cannot be looked up in ARCHITECTURES, so the type is checked first.
+    if not isinstance(found_arch, str) or found_arch not in ARCHITECTURES:
         raise ModelFileError(
             f"{path}: the metadata names architecture {found_arch!r}, expected one of "
             f"{sorted(ARCHITECTURES)}. {_recreate_hint(path)}")

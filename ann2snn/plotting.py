@@ -134,7 +134,7 @@ class AccuracySeries:
 def _entry_accuracy(ann_accuracy, key, architecture):
     """Return ann_accuracy[key]["accuracy"], or None with a warning when it is absent or invalid.
 
-    An entry whose "architecture" names another network than `architecture` is
+    An entry whose "architecture" names a network other than `architecture` is
     skipped with a warning too.
     """
     if key not in ann_accuracy:
@@ -555,7 +555,7 @@ def save_png(figure, output):
 
 
 def _path(text):
-    """Parse a path option, rejecting an empty one, which Path would turn into the current folder."""
+    """Parse a path option and reject an empty one, because Path("") is the current folder."""
     return Path(nonempty_path(text))
 
 

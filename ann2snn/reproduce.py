@@ -56,10 +56,11 @@ def read_metadata(path):
 
 
 def is_finished(arch, key, epochs):
-    """Return whether the model of `arch` and `key` exists with all `epochs` on the full test set.
+    """Return whether the model of `arch` and `key` exists and is finished.
 
-    Exits with a message when the file exists but cannot be read: training again
-    would take up to hours and replace it, while a shipped model is restored in seconds.
+    A finished model was trained for `epochs` epochs and tested on the full test set.
+    Exits with a message when the file exists but cannot be read, because training again
+    would replace it and take far longer than restoring a shipped model with git.
     """
     from .model_file import ModelFileError, load_model
 
@@ -71,8 +72,8 @@ def is_finished(arch, key, epochs):
     except ModelFileError as error:
         raise SystemExit(
             f"error: {error}\nThis script trains a model only where none exists. Restore the file "
-            f"(git checkout -- {os.path.relpath(path, REPO_ROOT)} for a shipped model) or delete it "
-            f"to train it again.") from None
+            f"(git -C {REPO_ROOT} checkout -- {os.path.relpath(path, REPO_ROOT)} for a shipped "
+            f"model) or delete it to train it again.") from None
     return (metadata.get("epochs") == epochs
             and metadata.get("num_test_images") == FULL_TEST_SET)
 
@@ -123,9 +124,9 @@ _JSON_TYPE_NAMES = {list: "array", str: "string", int: "number", float: "number"
 
 
 def read_manifest():
-    """Read MANIFEST and return its entries, {} if it does not exist.
+    """Read MANIFEST and return its entries, or {} if it does not exist.
 
-    Exits with a message that names the file and the fix if it is damaged.
+    Exits with a message that names the file and the fix when it cannot be read or is invalid.
     """
     if not os.path.exists(MANIFEST):
         return {}
@@ -140,11 +141,11 @@ def read_manifest():
         with open(MANIFEST, encoding="utf-8") as stream:
             manifest = json.load(stream)
     except ValueError as error:
-        # Also UnicodeDecodeError, a subclass of ValueError.
+        # json.JSONDecodeError and UnicodeDecodeError are both subclasses of ValueError.
         raise SystemExit(f"error: the manifest {MANIFEST} is damaged: not valid JSON "
                          f"({error}). {fix}") from None
     except OSError as error:
-        raise SystemExit(f"error: cannot read the manifest {MANIFEST} ({error}). {fix}") from None
+        raise SystemExit(f"error: failed to read the manifest {MANIFEST} ({error}). {fix}") from None
     if not isinstance(manifest, dict):
         raise SystemExit(f"error: the manifest {MANIFEST} is invalid: expected a JSON object of "
                          f"models, found a JSON {_JSON_TYPE_NAMES[type(manifest)]}. {fix}")

@@ -34,14 +34,15 @@ CHECKPOINT_STATE_NAME = "checkpoint"
 PARTIAL_SUFFIX = ".partial"
 # Marks the full-precision model in the checkpoint's config/k variable.
 FULL_PRECISION_K = -1
-# Metadata fields that describe the training, which --mode inference cannot know.
+# Metadata fields that describe the training. The checkpoint does not store them, so
+# --mode inference can only copy them from the model file it replaces.
 TRAINING_SETTINGS = ("batch_size", "learning_rate", "seed", "num_train_images", "command")
 # Maximum number of parameter names that one message lists. Further parameters are only counted.
 MAX_LISTED_PARAMETER_NAMES = 3
 
 
 class TrainingError(Exception):
-    """A run that cannot go on. run() logs the message and returns exit code 1."""
+    """Error that stops a run. run() logs its message and returns exit code 1."""
 
 
 def _import_tensorflow():
@@ -219,9 +220,9 @@ def _read_checkpoint_state(model_dir):
 
 
 def _checkpoint_state_problem(model_dir):
-    """Return why the checkpoint state file in `model_dir` is damaged, or None.
+    """Return the reason why the checkpoint state file in `model_dir` is damaged.
 
-    None also means that there is no state file. Raises ModelFileError when the file
+    Returns None when the file is intact or missing. Raises ModelFileError when the file
     cannot be opened, for example because it is a folder, which a save cannot replace.
     """
     path = os.path.abspath(os.path.join(model_dir, CHECKPOINT_STATE_NAME))
@@ -424,7 +425,7 @@ def restore_checkpoint(session, graph, path, arch):
 
 
 def _non_finite_parameters(graph, params):
-    """Return a description of the NaN and Inf values in `params` (graph.parameters' values).
+    """Describe the NaN and Inf values in `params`, the values of graph.parameters.
 
     Returns None when every value is finite.
     """
@@ -455,15 +456,15 @@ def _check_epoch_finite(session, graph, args, epoch, train_loss, val_loss):
     if not problems:
         return
     if epoch > 0:
-        kept = (f"so the checkpoint in {os.path.abspath(args.model_dir)} still contains epoch "
-                f"{epoch}, and {MODEL_FILE_NAME} is as it was before this run. With --resume "
-                f"True training continues after epoch {epoch}.")
+        file_status = (f"so the checkpoint in {os.path.abspath(args.model_dir)} still contains "
+                       f"epoch {epoch}, and {MODEL_FILE_NAME} is as it was before this run. "
+                       f"With --resume True training continues after epoch {epoch}.")
     else:
-        kept = (f"and nothing was written to {os.path.abspath(args.model_dir)}, where any earlier "
-                f"files are as they were.")
+        file_status = (f"and nothing was written to {os.path.abspath(args.model_dir)}, where "
+                       f"any earlier files are as they were.")
     raise TrainingError(
         f"training diverged in epoch {epoch + 1}: {'; '.join(problems)}. This epoch was not "
-        f"saved, {kept} Train again with a smaller --learning_rate than "
+        f"saved, {file_status} Train again with a smaller --learning_rate than "
         f"{args.learning_rate:g}.")
 
 
@@ -505,7 +506,7 @@ def train_epochs(session, graph, args, finished_epochs, train_set, validation_se
 def run(arch, args, k):
     """Train or evaluate `arch` at quantization level `k` (None: full precision), as `args` request.
 
-    Returns the exit code. A TrainingError is logged here and exits with 1, because
+    Returns the exit code. A TrainingError is logged here and returns 1, because
     cli.run_main does not handle that type.
     """
     try:
@@ -612,13 +613,19 @@ def _training_settings(args, arch, k, model_path, finished_epochs, num_train_ima
 def _record_accuracy(figs_dir, key, entry, summary, model_path):
     """Store `entry` under `key` in ann_accuracy.json, or raise TrainingError citing `summary`.
 
-    check_accuracy_record has read the file before the run, so this fails only when
-    the file changed during the run.
+    check_accuracy_record and logs.check_figs_architecture ran before the training, so
+    TrainingError means that during the run the file became invalid (LogError) or
+    figs_dir gained another architecture's results (UsageError). An OSError while
+    writing the file propagates unchanged.
     """
     try:
         logs.record_ann_accuracy(figs_dir, key, entry)
     except (logs.LogError, UsageError) as error:
+        if isinstance(error, logs.LogError):
+            fix = "Repair or delete that file"
+        else:
+            fix = "Pass a --figs_dir without results of another architecture"
         raise TrainingError(
-            f"{summary}; model written to {model_path}, but the accuracy was not recorded: "
-            f"{error}. Repair or delete that file, then run --resume True --mode inference "
-            f"with the same --model_dir to record it.") from None
+            f"{summary}. The model was written to {model_path}, but the accuracy was not "
+            f"recorded: {error}. {fix}, then run --resume True --mode inference with the "
+            f"same --model_dir to record it.") from None

@@ -140,10 +140,11 @@ def run_simulator(name, model, images, labels, args):
 
 
 def run_worker(args):
-    """Run one simulator in this subprocess, or print an expected error as one line and return 1.
+    """Run one simulator in this subprocess and return its exit code.
 
-    The parent checked the model and the data before, so these errors mean that
-    the files changed in between, or that memory ran out.
+    A model, data or memory error is printed as one line, with exit code 1. The
+    parent checked the model and the data before, so such an error means that the
+    files changed in between, or that memory ran out.
     """
     try:
         return simulate_in_worker(args)
@@ -282,8 +283,8 @@ def main(argv=None):
     for line in describe_machine():
         print(line)
     try:
-        # The same loading as in the workers, so that a bad model or test set is
-        # reported once, before the first simulation starts.
+        # Load as the workers do, so that an invalid model or test set is reported
+        # once, before the first simulation starts.
         model, _, _ = load_inputs(args)
     except (ModelFileError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)

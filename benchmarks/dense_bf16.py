@@ -17,8 +17,8 @@ with TensorFlow's XLA compiler (bfloat16 inputs, float32 output), on random
 spike frames and digits of the layer's im2col shape. It checks each result
 against NumPy's float64 product and prints the milliseconds per image of the
 products alone. A dense simulator would also need the im2col gathers and the
-neuron updates, so this is a lower bound of its time. Exits 1 if a product
-is not exact.
+neuron updates, so this is a lower bound of its time. Exits with 1 if a
+product is not exact, and with 2 for invalid options or too little memory.
 """
 
 import argparse
@@ -28,17 +28,17 @@ import sys
 import time
 
 import numpy as np
-from model_options import positive_int, time_step_count
+from model_options import MAX_TIME_STEPS, positive_int, time_step_count
 
 from ann2snn.architectures import LENET
 from ann2snn.spiking_utils import WEIGHT_GRID_BITS
 
-# Magnitudes below 2^(WEIGHT_GRID_BITS + 1), plus a sign, in signed 8-bit digits.
+# Signed 8-bit digits per weight: magnitudes below 2^(WEIGHT_GRID_BITS + 1), plus a sign.
 NUM_DIGITS = math.ceil((WEIGHT_GRID_BITS + 2) / 8)
-# Bytes per element that main() keeps in memory at once for one product, an estimate: the
-# spike frames as int64 while drawn, then as float32, bfloat16 and a float64 copy
-# for the check (14). The result as float32 from TensorFlow, a float64 copy and
-# NumPy's float64 product (24, with TensorFlow's output buffer).
+# Estimated bytes per element that main() keeps in memory at once for one product.
+# Spike frames (14): int64 while drawn, then float32, bfloat16 and a float64 copy for the check.
+# Result (24): float32 from TensorFlow and its output buffer, a float64 copy and NumPy's
+# float64 product.
 FRAME_BYTES = 14
 RESULT_BYTES = 24
 GIB = 1024 ** 3
@@ -61,7 +61,7 @@ def largest_product_bytes(batch_size, time_steps):
 
 
 def available_memory_bytes():
-    """Return MemAvailable of /proc/meminfo in bytes, or None where it cannot be read."""
+    """Return MemAvailable of /proc/meminfo in bytes, or None if it cannot be read."""
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
@@ -75,13 +75,15 @@ def available_memory_bytes():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch_size", type=positive_int, default=50,
-                        help="images per product (default: 50, the Spiking scripts' batch)")
+                        help="images per product (default: 50, the batch size of the "
+                             "Spiking_*.py scripts)")
     parser.add_argument("--time_steps", type=time_step_count, default=20,
-                        help="time steps (default: 20)")
+                        help=f"time steps per product, 1 to {MAX_TIME_STEPS} (default: 20)")
     parser.add_argument("--repeats", type=positive_int, default=5,
-                        help="timed products per layer; the fastest counts (default: 5)")
+                        help="timed products per layer, of which the fastest is reported "
+                             "(default: 5)")
     args = parser.parse_args()
-    # Checked before TensorFlow is imported, which takes seconds.
+    # The memory is checked before TensorFlow is imported, because the import takes seconds.
     needed, layer = largest_product_bytes(args.batch_size, args.time_steps)
     available = available_memory_bytes()
     if available is not None and needed > available:
@@ -105,7 +107,7 @@ def main():
         frames = rng.integers(-1, 2, (rows, depth)).astype(np.float32)
         digits = rng.integers(-128, 128, (depth, columns)).astype(np.float32)
         frames_bf16, digits_bf16 = tf.cast(frames, tf.bfloat16), tf.cast(digits, tf.bfloat16)
-        # The first call compiles the product for this shape.
+        # The first call compiles the product for this shape, so it is not timed.
         result = product(frames_bf16, digits_bf16).numpy()
         exact = np.array_equal(result.astype(np.float64), frames.astype(np.float64) @ digits)
         fastest = math.inf

@@ -13,7 +13,8 @@ It runs no reference simulator: benchmark_simulation.py does, for the ratio.
 import argparse
 import time
 
-from model_options import add_model_options, load_model_and_images, positive_int, time_step_count
+from model_options import (MAX_TIME_STEPS, add_model_options, load_model_and_images, positive_int,
+                           time_step_count)
 
 from ann2snn.simulation import simulate
 
@@ -23,7 +24,7 @@ def main():
     add_model_options(parser, 2000, "first test images, simulated in each run")
     parser.add_argument("--repeats", type=positive_int, default=2, help="timed runs (default: 2)")
     parser.add_argument("--time_steps", type=time_step_count, default=20,
-                        help="time steps (default: 20)")
+                        help=f"time steps simulated per image, 1 to {MAX_TIME_STEPS} (default: 20)")
     parser.add_argument("--batch_size", type=positive_int, default=50,
                         help="images per batch (default: 50)")
     args = parser.parse_args()

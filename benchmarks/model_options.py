@@ -22,8 +22,8 @@ from ann2snn.simulation import DEFAULT_BN_EPSILON  # noqa: E402
 from ann2snn.spiking_utils import SpikingNetwork  # noqa: E402
 
 # Upper bound of --time_steps. No neuron of the shipped models spikes from step 42 on
-# (README.md), so more steps only repeat the settled state, while the run time and
-# the logs (int64 per batch and time step) grow with every step.
+# (README.md, Results), so more steps only repeat the settled state. The run time
+# and the logs (int64 per batch and time step) still grow with every step.
 MAX_TIME_STEPS = 1000
 
 
@@ -42,7 +42,7 @@ def add_model_options(parser, num_images, images_help,
     parser.add_argument("--num_images", type=image_count, default=num_images,
                         help=f"{images_help} (default: {num_images})")
     parser.add_argument("--data_dir", type=cli.nonempty_path, default="./data",
-                        help="Fashion-MNIST folder (default: ./data)")
+                        help="folder of the Fashion-MNIST files (default: ./data)")
 
 
 def load_model_and_images(args):

@@ -10,14 +10,14 @@ simulates --num_images test images with `perf record` attached to this process
 for --seconds, and prints `perf report` sorted by function. The map's sizes run
 from one function to the next, so a few hundred bytes of padding may count for
 the function before. The script removes the map when it ends, also after
-Ctrl+C but not when a signal such as SIGTERM kills it. With --keep_map the map
+Ctrl+C, but not when a signal such as SIGTERM kills it. With --keep_map the map
 stays in /tmp, so that `perf report -i OUTPUT` or `perf script` can name the
 functions later. Needs `perf` on the PATH and permission to profile (root, or
 kernel.perf_event_paranoid <= 1).
 
 Exits with 1 if perf fails or records no samples, for example when the
-simulation ends before perf starts to record, and with 2 for invalid options or
-a map of this process id that already exists.
+simulation ends before perf starts to record. Exits with 2 for invalid options,
+a missing perf, or a map of this process id that already exists.
 """
 
 import argparse
@@ -66,7 +66,7 @@ def compiled_functions():
 
 
 def write_perf_map(path, functions):
-    """Write the perf map `path` for `functions`, (address, name) sorted by address.
+    """Write the perf map `path` for `functions`, a list of (address, name) sorted by address.
 
     Raises FileExistsError if `path` exists, so that no other map is overwritten.
     """
@@ -86,7 +86,7 @@ def existing_map_message(path):
 def record_and_report(args, model, images, labels):
     """Simulate `images` while perf records this process, then print perf's report.
 
-    Returns the exit code: 0, or 1 if perf failed or recorded no samples.
+    Returns the exit code: 0 on success, or 1 if perf failed or recorded no samples.
     """
     recorder = subprocess.Popen(["perf", "record", "-F", "999", "-p", str(os.getpid()),
                                  "-o", args.output, "--", "sleep", str(args.seconds)],
@@ -107,7 +107,7 @@ def record_and_report(args, model, images, labels):
               f"{perf_message}", file=sys.stderr)
         return 1
     if not lines:
-        # perf report exits with 0 and prints only its header for a recording without samples.
+        # For a recording without samples, perf report exits with 0 and prints only its header.
         print(f"error: perf recorded no samples of this process in {args.output} (perf report: "
               f"{perf_message}). Probably the simulation of {len(images)} test "
               f"image{'' if len(images) == 1 else 's'} ended before perf started to record: "
@@ -122,15 +122,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_options(parser, 3000, "first test images, simulated while perf records")
     parser.add_argument("--seconds", type=cli.positive_float, default=5.0,
-                        help="seconds that perf records, from the start of the simulation (default: 5)")
-    parser.add_argument("--output", type=cli.nonempty_path, default="kernel.perf", help="perf data file (default: kernel.perf)")
+                        help="recording time of perf in seconds, from the start of the simulation "
+                             "(default: 5)")
+    parser.add_argument("--output", type=cli.nonempty_path, default="kernel.perf",
+                        help="perf data file to write (default: kernel.perf)")
     parser.add_argument("--keep_map", action="store_true",
                         help="keep /tmp/perf-<pid>.map after the run, for a later perf report -i "
                              "OUTPUT (default: remove it at exit)")
     args = parser.parse_args()
     if shutil.which("perf") is None:
         parser.error("perf not found: install it (Debian: apt-get install linux-perf)")
-    # perf looks up the map of a process by this name.
+    # perf finds the map of a process by this file name.
     map_path = f"/tmp/perf-{os.getpid()}.map"
     if os.path.exists(map_path):
         parser.error(existing_map_message(map_path))
@@ -141,12 +143,14 @@ def main():
     try:
         write_perf_map(map_path, compiled_functions())
     except FileExistsError:
-        sys.exit(f"error: {existing_map_message(map_path)}")
+        # The map was created after the check above. Exit with 2, as that check does.
+        print(f"error: {existing_map_message(map_path)}", file=sys.stderr)
+        return 2
     print(f"wrote {map_path}" + ("" if args.keep_map else "; it is removed at exit"), flush=True)
     try:
         return record_and_report(args, model, images, labels)
     finally:
-        # perf report reads the map, so it is removed only after the report.
+        # perf report reads the map, so the map is removed only after the report.
         if not args.keep_map:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(map_path)

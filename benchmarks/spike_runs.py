@@ -17,16 +17,16 @@ that scheme against those of spike-by-spike delivery, on the first
 import argparse
 
 import numpy as np
-from model_options import (add_model_options, load_model_and_images, spiking_network,
-                           time_step_count)
+from model_options import (MAX_TIME_STEPS, add_model_options, load_model_and_images,
+                           spiking_network, time_step_count)
 
-# Images simulated together. The counts are kept per neuron of these images only,
+# Images simulated together. The per-neuron counts are stored for these images only,
 # so the memory does not grow with --num_images or --time_steps.
 IMAGES_PER_CHUNK = 50
 
 
 class RunCounter:
-    """Spikes, runs and deliveries as runs of a group of neurons, counted one time step at a time.
+    """Counts of spikes, runs and deliveries as runs of a group of neurons, added step by step.
 
     A run is a maximal sequence of equal non-zero spikes. It costs 1 delivery
     if it is a single spike, else 1 when it starts and 1 when it ends before
@@ -38,14 +38,14 @@ class RunCounter:
         self.spikes = np.zeros(shape, dtype=np.int64)
         self.runs = np.zeros(shape, dtype=np.int64)
         self.deliveries = np.zeros(shape, dtype=np.int64)
-        # The spikes of the last two steps. Before the first step, the neurons are silent.
+        # Spikes of the last two steps added. Before the first step, all neurons count as silent.
         self.previous = np.zeros(shape, dtype=np.int8)
         self.before_previous = np.zeros(shape, dtype=np.int8)
 
     def add(self, spikes):
         """Count the spikes (-1, 0 or 1) that the neurons send at the next time step."""
         spikes = np.asarray(spikes).astype(np.int8)
-        # A run of two or more steps ended at the previous step, which is not the last.
+        # A run of two or more steps ended at the previous step, so that step was not the last.
         ended = ((self.previous != 0) & (self.previous == self.before_previous)
                  & (self.previous != spikes))
         spiking = spikes != 0
@@ -96,7 +96,7 @@ def main():
     add_model_options(parser, 200, "first test images to use",
                       model_help="folder of a LeNet or MLP model_fashion_mnist.npz")
     parser.add_argument("--time_steps", type=time_step_count, default=20,
-                        help="time steps (default: 20)")
+                        help=f"time steps simulated per image, 1 to {MAX_TIME_STEPS} (default: 20)")
     args = parser.parse_args()
 
     model, images, _ = load_model_and_images(args)

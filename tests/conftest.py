@@ -29,10 +29,10 @@ def read_only_folder(tmp_path):
 
 @pytest.fixture(scope="session")
 def fashion_mnist_dir(tmp_path_factory):
-    """Return a --data_dir with the four real Fashion-MNIST files, or skip without them.
+    """Return a --data_dir with the four real Fashion-MNIST files, or skip the test without them.
 
-    The files are copied from the system copy into a temporary folder, so that no
-    test writes into the repository's data/.
+    The files are copied from ann2snn.data.SYSTEM_DATA_DIR into a temporary folder,
+    so that no test writes into the repository's data/.
     """
     folder = tmp_path_factory.mktemp("fashion_mnist")
     try:
@@ -44,7 +44,7 @@ def fashion_mnist_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def perf_recording():
-    """Skip the test unless `perf record` works here (installed, and profiling permitted)."""
+    """Skip the test unless `perf record` works here: perf is installed and may profile."""
     if shutil.which("perf") is None:
         pytest.skip("perf is not installed")
     completed = subprocess.run(["perf", "record", "-o", os.devnull, "--", "true"],

@@ -1,6 +1,6 @@
 """Bad input to the shared command line and to the data look-up.
 
-Covers a --data_dir that holds only some of the four Fashion-MNIST files (completed,
+Covers a --data_dir that contains only some of the four Fashion-MNIST files (completed,
 never replaced), empty paths, unreadable input files, absurd --time_steps and the
 --seed help of the Spiking scripts. The script cases run a real script of MLP/ as a
 subprocess, with every folder that can be written inside pytest's temporary folders.
@@ -81,7 +81,7 @@ def run_script(script, *args, cwd=None, unprivileged=False):
 
 
 def without_read_override(command):
-    """Return `command` so that file permissions apply to it, as root too."""
+    """Return `command`, prefixed with setpriv as root, so that file permissions apply to it."""
     if os.geteuid() != 0:
         return command
     prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
@@ -99,7 +99,7 @@ def spiking(*args, **kwargs):
 
 
 def copy_real_data(folder):
-    """Copy the four files of the repository's data/ into `folder` and return it."""
+    """Copy the four Fashion-MNIST files from SYSTEM_DATA_DIR into `folder` and return it."""
     folder.mkdir(parents=True)
     for name in FILE_NAMES.values():
         shutil.copyfile(Path(SYSTEM_DATA_DIR) / name, folder / name)
@@ -175,10 +175,10 @@ def test_partial_folder_copy_failure_rejected(tmp_path, monkeypatch):
     system_dir = write_files(tmp_path / "system", FILE_NAMES.values(), seed=2)
     before = file_contents(local_dir)
 
-    def copy_until_disk_full(source, target):
+    def fail_with_disk_full(source, target):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(shutil, "copyfileobj", copy_until_disk_full)
+    monkeypatch.setattr(shutil, "copyfileobj", fail_with_disk_full)
     with pytest.raises(DataError) as raised:
         find_data_files(str(tmp_path / "data"), str(system_dir), download=False)
 
@@ -247,7 +247,7 @@ def test_spiking_keeps_changed_test_label(tmp_path):
     shutil.copyfile(Path(SYSTEM_DATA_DIR) / TEST_FILES[0], local_dir / TEST_FILES[0])
     real_labels = Path(SYSTEM_DATA_DIR) / TEST_FILES[1]
     labels = bytearray(gzip.decompress(real_labels.read_bytes()))
-    labels[8] = (labels[8] + 1) % 10  # The label of the first test image, after the header.
+    labels[8] = (labels[8] + 1) % 10  # Byte 8 follows the 8-byte header: the first label.
     (local_dir / TEST_FILES[1]).write_bytes(gzip.compress(bytes(labels)))
     before = file_contents(local_dir)
 
@@ -289,7 +289,7 @@ def test_training_empty_path_rejected(tmp_path, fashion_mnist_dir, option):
                "--figs_dir": tmp_path / "figs", option: ""}
     options = [value for name, folder in folders.items() for value in (name, folder)]
 
-    # The short training keeps a run of the code before the fix from taking hours.
+    # The short training keeps the run to seconds if an empty path is ever accepted again.
     result = run_script("Quant_MLP_FashionMNIST.py", "--k", 0, "--n_epoch", 1,
                         "--num_train_images", 200, "--num_eval_images", 100,
                         "--batch_size", 100, *options, cwd=work_dir)
@@ -326,6 +326,7 @@ def test_unreadable_model_gets_read_advice(tmp_path, fashion_mnist_dir):
     assert not (tmp_path / "figs").exists()
 
 
+@requires_real_data
 def test_unreadable_data_file_gets_read_advice(tmp_path):
     data_file = copy_real_data(tmp_path / "data" / "fashion_mnist") / TEST_FILES[0]
     data_file.chmod(0o000)
@@ -383,7 +384,7 @@ def test_time_steps_bound_enforced_by_parser():
 
 
 def test_time_steps_at_bound_end_in_memory_error(tmp_path, fashion_mnist_dir):
-    """The worst case at the bound, one batch per test image, fails cleanly and not in NumPy."""
+    """The worst case at the bound, one batch per test image, ends in a usage error."""
     result = run_script("Spiking_MLP_FashionMNIST.py", "--k", 0,
                         "--time_steps", cli.MAX_TIME_STEPS, "--batch_size", 1,
                         "--model_dir", PRETRAINED_MODEL_DIR, "--data_dir", fashion_mnist_dir,
@@ -403,7 +404,7 @@ def seed_help(parser):
     return " ".join(action.help.split())
 
 
-def test_spiking_seed_help_says_unused():
+def test_spiking_seed_help_marks_unused():
     parser = cli.spiking_parser("test", str(REPO / "MLP" / "Spiking_MLP_FashionMNIST.py"))
 
     text = seed_help(parser)

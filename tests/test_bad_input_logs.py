@@ -37,7 +37,7 @@ def run_script(script, *args):
 
 
 def spiking_mlp(figs_dir, data_dir, k=0):
-    """Run Spiking_MLP_FashionMNIST.py on 20 images for 5 time steps into figs_dir."""
+    """Run Spiking_MLP_FashionMNIST.py on 20 images for 5 time steps, writing into figs_dir."""
     return run_script("MLP/Spiking_MLP_FashionMNIST.py", "--k", k, "--time_steps", 5,
                       "--num_images", 20, "--model_dir", MLP_MODEL_DIR, "--data_dir", data_dir,
                       "--figs_dir", figs_dir)
@@ -329,9 +329,9 @@ def test_unlistable_figs_dir_is_logged(figs_dir, monkeypatch):
 
 
 def unlistable_command(command):
-    """Return `command` so that it cannot list a folder of mode 333, as root through setpriv.
+    """Return `command` so that it cannot list a folder of mode 333, wrapped in setpriv for root.
 
-    Skips the test when root has no setpriv, because root lists every folder.
+    Skips the test when root has no setpriv, because root can list every folder.
     """
     if os.geteuid() != 0:
         return command

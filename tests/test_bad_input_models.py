@@ -2,9 +2,9 @@
 
 The scripts run as subprocesses, as a user runs them, on models and data written
 into pytest's temporary folders. A handled error prints one message and no
-traceback, exits with a non-zero code and writes nothing. The real
-pretrained/manifest.json is never touched: the reproduce tests point
-`reproduce.MANIFEST` to a temporary file.
+traceback, exits with a non-zero code and writes nothing. The reproduce tests point
+`reproduce.MANIFEST` to a temporary file, so they never touch the real
+pretrained/manifest.json.
 """
 
 import json
@@ -92,6 +92,7 @@ INVALID_METADATA = {
     "bn_epsilon zero": ("bn_epsilon", 0, "0"),
     "bn_epsilon infinite": ("bn_epsilon", float("inf"), "Infinity"),
     "bn_epsilon boolean": ("bn_epsilon", True, "true"),
+    "bn_epsilon beyond float range": ("bn_epsilon", 10 ** 400, str(10 ** 400)),
     "test_accuracy above 1": ("test_accuracy", 1.5, "1.5"),
     "test_accuracy text": ("test_accuracy", "abc", '"abc"'),
     "test_accuracy NaN": ("test_accuracy", float("nan"), "NaN"),
@@ -139,6 +140,17 @@ def test_load_model_accepts_metadata(tmp_path, case):
     model = load_model(str(write_model(tmp_path, **changes) / MODEL_FILE_NAME))
     for field, value in changes.items():
         assert model.metadata[field] == value
+
+
+@pytest.mark.parametrize("architecture", [["MLP"], {"name": "MLP"}, "ResNet"])
+def test_load_model_rejects_architecture(tmp_path, architecture):
+    path = write_model(tmp_path, architecture=architecture) / MODEL_FILE_NAME
+
+    with pytest.raises(ModelFileError) as raised:
+        load_model(str(path))
+    message = str(raised.value)
+    assert message.startswith(f"{path}: the metadata names architecture {architecture!r}")
+    assert "expected one of ['LeNet', 'MLP']" in message
 
 
 def test_load_model_accepts_missing_fields(tmp_path):
@@ -271,7 +283,7 @@ def test_benchmark_simulation_truncated_data(tmp_path, truncated_data_dir):
 
 
 def test_benchmark_worker_reports_one_line(tmp_path, truncated_data_dir):
-    """A worker whose data went bad after the parent's check prints one line, no traceback."""
+    """A worker whose data became invalid after the parent's check prints one line, no traceback."""
     folder = write_model(tmp_path / "model")
     result = run(BENCHMARK_DIR / "benchmark_simulation.py", "--model_dir", folder, "--arch", "MLP",
                  "--k", 1, "--num_images", NUM_IMAGES, "--time_steps", 5,

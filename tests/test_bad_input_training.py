@@ -1,8 +1,10 @@
 """Bad input to the Quant_ and FP32_ scripts: damaged record and state files, divergence, wrong k.
 
 Every case runs a real MLP script as a subprocess, with --model_dir and --figs_dir
-inside pytest's temporary folders. A handled error exits with 1, prints one message
-and no traceback, and leaves every file that existed before unchanged.
+inside pytest's temporary folders. A handled error exits with 1, or with 2 for a usage
+error, and prints one message and no traceback. The run whose record is damaged after
+the model file is written rewrites that file, and every other failed run leaves the
+files that existed before unchanged.
 """
 
 import shutil
@@ -50,7 +52,7 @@ def run_script(script, *args, runner=None):
 
 
 def assert_clean_error(result, *fragments):
-    """Check exit code 1, the absence of a traceback and each fragment of the message."""
+    """Assert exit code 1, no traceback and each of `fragments` in the message."""
     test_errors.assert_clean_error(result, 1, *fragments)
 
 
@@ -64,7 +66,7 @@ def file_contents(folder):
 
 
 def train(root, script, *extra):
-    """Train the MLP for one epoch on a slice into root/model, root/figs."""
+    """Train the MLP with `script` for one epoch on a data slice into root/model and root/figs."""
     result = run_script(script, "--resume", "False", "--n_epoch", 1, *SLICE_OPTIONS,
                         "--data_dir", root / "data", "--model_dir", root / "model",
                         "--figs_dir", root / "figs", *extra)
@@ -87,7 +89,7 @@ def full_precision(quantized, tmp_path_factory):
 
 
 def checkpoint_copy(trained, tmp_path):
-    """Return a new model folder with a copy of the trained checkpoint and npz."""
+    """Copy the checkpoint and npz of `trained` into tmp_path/model and return that folder."""
     model_dir = tmp_path / "model"
     shutil.copytree(trained / "model", model_dir)
     return model_dir
@@ -139,7 +141,8 @@ def test_damaged_record_stops_training(quantized, tmp_path, damage):
     assert file_contents(figs_dir) == {ANN_ACCURACY_NAME: content}
 
 
-# Damages ann_accuracy.json right after the npz is written, as a concurrent writer could.
+# A runner script that damages ann_accuracy.json right after the npz is written, as a
+# concurrent writer could.
 DAMAGING_RUNNER = '''
 import os
 import runpy
@@ -176,7 +179,8 @@ def test_record_damaged_during_run(quantized, tmp_path, monkeypatch):
                         *SLICE_OPTIONS, "--data_dir", quantized / "data",
                         "--model_dir", model_dir, "--figs_dir", figs_dir, runner=runner)
 
-    assert_clean_error(result, "test accuracy", f"model written to {model_dir / MODEL_FILE_NAME}",
+    assert_clean_error(result, "test accuracy",
+                       f"The model was written to {model_dir / MODEL_FILE_NAME}",
                        "the accuracy was not recorded", str(record), "invalid JSON",
                        "--resume True --mode inference")
     assert record.read_bytes() == b'{"k0": '
@@ -186,7 +190,8 @@ def test_record_damaged_during_run(quantized, tmp_path, monkeypatch):
 # --- Checkpoint state file ----------------------------------------------------------------
 
 
-# Each kind of damage once, and each mode that needs the state file, to keep the run short.
+# The cases cover each kind of damage once and each mode that reads the state file, which
+# keeps the run short.
 @pytest.mark.parametrize("damage, mode", [("empty", "training"), ("random bytes", "inference"),
                                           ("not a state", "training")])
 def test_damaged_state_stops_resume(quantized, tmp_path, damage, mode):
@@ -367,7 +372,7 @@ def test_inference_without_model_file_omits_settings(quantized, tmp_path):
 
 
 def test_state_naming_missing_files_advice(quantized, tmp_path):
-    """A state file that names deleted files, next to an intact checkpoint, gets the line to write."""
+    """A state file naming deleted files, next to an intact checkpoint, gets the line to write."""
     model_dir = checkpoint_copy(quantized, tmp_path)
     (model_dir / training.CHECKPOINT_STATE_NAME).write_text('model_checkpoint_path: "gone.ckpt"\n')
     before = file_contents(model_dir)

@@ -60,9 +60,9 @@ def announce(event):
     print(f"TRACE {count} {event}", file=sys.stderr, flush=True)
     if pause_at in (str(count), event):
         print("TRACE paused", file=sys.stderr, flush=True)
-        # Short sleeps: the kernel may deliver the signal to another thread (Numba's,
-        # TensorFlow's), which does not wake this one. Python then runs its handler
-        # between two sleeps.
+        # The pause sleeps in short steps because the kernel may deliver the signal to
+        # another thread (Numba's or TensorFlow's), which does not wake this one.
+        # Python then runs its handler between two sleeps.
         for _ in range(6000):
             time.sleep(0.1)
 
@@ -323,10 +323,10 @@ def trained_one_epoch(tmp_path_factory):
 
 
 def test_resumed_training_equals_uninterrupted(trained_one_epoch, tmp_path):
-    """One epoch, then a resume to two, gives the parameters of two epochs in one run.
+    """One epoch, then a resume to two epochs, gives the parameters of two epochs in one run.
 
-    So the from-scratch command in pretrained/manifest.json reproduces a model whose
-    training was stopped and resumed.
+    So the from-scratch command in pretrained/manifest.json also reproduces a model
+    whose training was stopped and resumed.
     """
     def train(model_dir, resume, n_epoch):
         result = subprocess.run(
@@ -343,7 +343,8 @@ def test_resumed_training_equals_uninterrupted(trained_one_epoch, tmp_path):
 
     resumed = load_model(str(resumed_dir / MODEL_FILE_NAME), arch=MLP, k=0)
     uninterrupted = load_model(str(tmp_path / "uninterrupted" / MODEL_FILE_NAME), arch=MLP, k=0)
-    assert resumed.metadata["epochs"] == uninterrupted.metadata["epochs"] == 2
+    assert resumed.metadata["epochs"] == 2
+    assert uninterrupted.metadata["epochs"] == 2
     assert len(resumed.params) == len(uninterrupted.params)
     for resumed_param, uninterrupted_param in zip(resumed.params, uninterrupted.params):
         np.testing.assert_array_equal(resumed_param, uninterrupted_param)

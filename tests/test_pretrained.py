@@ -103,7 +103,7 @@ def test_manifest_only_uses_recorded_seed(tmp_path, monkeypatch):
 
 
 def test_reproduce_stops_at_damaged_model(tmp_path, monkeypatch):
-    """A model file that exists but cannot be read stops the run instead of a silent retraining."""
+    """A model file that exists but cannot be read stops the run, so it is not silently retrained."""
     monkeypatch.setattr(reproduce, "PRETRAINED_DIR", str(tmp_path))
     monkeypatch.setattr(reproduce, "MANIFEST", str(tmp_path / "manifest.json"))
     trained = []
@@ -120,6 +120,6 @@ def test_reproduce_stops_at_damaged_model(tmp_path, monkeypatch):
     message = str(stopped.value)
     assert "the file is truncated" in message
     assert "This script trains a model only where none exists" in message
-    assert "git checkout -- " in message
+    assert f"git -C {reproduce.REPO_ROOT} checkout -- " in message
     assert trained == []
     assert damaged.read_bytes() == before
