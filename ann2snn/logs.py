@@ -182,19 +182,24 @@ def write_json_atomically(path, obj):
 # --- Summary validation ---------------------------------------------------------
 
 
-def _is_int(value):
+def is_int(value):
+    """Return whether a value read from JSON is an integer (a bool is not)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _is_number(value):
+def is_finite_number(value):
+    """Return whether a value read from JSON is a number with a finite float value (a bool is not)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return False
-    # An int is always finite, and math.isfinite raises OverflowError beyond the float range.
-    return isinstance(value, numbers.Integral) or math.isfinite(value)
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        # An int beyond the float range.
+        return False
 
 
 def _is_count(value, minimum):
-    return _is_int(value) and minimum <= value <= MAX_COUNT
+    return is_int(value) and minimum <= value <= MAX_COUNT
 
 
 def _summary_problems(summary):
@@ -221,13 +226,13 @@ def _summary_problems(summary):
             problems.append(f"{key} must be a positive integer up to {MAX_COUNT} or null, got {value!r}")
     for key in ("ann_accuracy", "numpy_ann_accuracy", "snn_accuracy"):
         value = summary.get(key)
-        if value is not None and (not _is_number(value) or not 0 <= value <= 1):
+        if value is not None and (not is_finite_number(value) or not 0 <= value <= 1):
             problems.append(f"{key} must be a fraction in [0, 1] or null, got {value!r}")
     if problems:
         return problems
 
     batch_sizes = summary["batch_sizes"]
-    if not isinstance(batch_sizes, (list, tuple)) or not all(_is_int(size) for size in batch_sizes):
+    if not isinstance(batch_sizes, (list, tuple)) or not all(is_int(size) for size in batch_sizes):
         return [f"batch_sizes must be a list of integers, got {batch_sizes!r}"]
     if len(batch_sizes) != summary["num_batches"]:
         problems.append(
@@ -689,7 +694,7 @@ def record_ann_accuracy(figs_dir, key, info):
     if not isinstance(info, dict):
         raise ValueError(f"info must be a dict, got {type(info).__name__}")
     accuracy = info.get("accuracy")
-    if not _is_number(accuracy) or not 0 <= accuracy <= 1:
+    if not is_finite_number(accuracy) or not 0 <= accuracy <= 1:
         raise ValueError(f"info['accuracy'] must be a fraction in [0, 1], got {accuracy!r}")
     architecture = info.get("architecture")
     if architecture is not None and _recorded_architecture(architecture) is None:

@@ -16,8 +16,6 @@ read only when the caller passes `allow_pickle=True`.
 
 import io
 import json
-import math
-import numbers
 import os
 import zipfile
 from dataclasses import dataclass
@@ -27,7 +25,7 @@ import numpy as np
 from .architectures import ARCHITECTURES, get_architecture
 from .cli import MAX_K, MAX_SEED
 from .data import TEST_SIZE
-from .logs import write_bytes_atomically
+from .logs import is_finite_number, is_int, write_bytes_atomically
 
 MODEL_FILE_NAME = "model_fashion_mnist.npz"
 FORMAT_VERSION = 1
@@ -168,39 +166,23 @@ def _read_native_layout(path, archive):
     return Model(params=params, metadata=metadata, path=path)
 
 
-def _is_integer(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _is_finite(value):
-    """Return whether `value` is finite, and False for an int beyond the float range."""
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
-
-
 # The metadata fields that the project reads, besides the architecture, as (name, validity
 # test, expected value). A field may be absent, and null passes only where the readers
 # handle it. Other fields (test_loss, batch_size, command, ...) are only recorded.
 _METADATA_FIELDS = (
-    ("k", lambda value: value is None or (_is_integer(value) and 0 <= value <= MAX_K),
+    ("k", lambda value: value is None or (is_int(value) and 0 <= value <= MAX_K),
      f"an integer from 0 to {MAX_K}, or null (full precision)"),
-    ("bn_epsilon", lambda value: _is_number(value) and _is_finite(value) and value > 0,
+    ("bn_epsilon", lambda value: is_finite_number(value) and value > 0,
      "a positive finite number (the batch-norm epsilon of the training, 1e-05 in the models "
      "this project writes)"),
-    ("test_accuracy", lambda value: value is None or (_is_number(value) and 0 <= value <= 1),
+    ("test_accuracy", lambda value: value is None or (is_finite_number(value) and 0 <= value <= 1),
      "a fraction from 0 to 1, or null"),
-    ("num_test_images", lambda value: value is None or (_is_integer(value)
+    ("num_test_images", lambda value: value is None or (is_int(value)
                                                         and 1 <= value <= TEST_SIZE),
      f"an integer from 1 to {TEST_SIZE} (the size of the test set), or null"),
-    ("epochs", lambda value: value is None or (_is_integer(value) and value >= 1),
+    ("epochs", lambda value: value is None or (is_int(value) and value >= 1),
      "a positive integer, or null"),
-    ("seed", lambda value: _is_integer(value) and 0 <= value <= MAX_SEED,
+    ("seed", lambda value: is_int(value) and 0 <= value <= MAX_SEED,
      f"an integer from 0 to {MAX_SEED}"),
 )
 
