@@ -32,6 +32,10 @@ class UsageError(Exception):
     """Options that parse but do not fit together or with the data; exits with code 2."""
 
 
+class RunError(Exception):
+    """Error that stops a run after its options were accepted. run_main exits with 1."""
+
+
 class Terminated(KeyboardInterrupt):
     """Raised by the SIGTERM handler, so that a terminated run unwinds like one stopped by Ctrl+C."""
 
@@ -300,7 +304,8 @@ def _raise_terminated(signum, frame):
 def run_main(main, argv=None):
     """Run `main(argv)` and turn the project's expected errors into one message and an exit code.
 
-    A UsageError exits with 2, and a DataError, ModelFileError, LogError or OSError with 1.
+    A UsageError exits with 2, and a RunError, DataError, ModelFileError, LogError or OSError
+    with 1.
     SIGINT exits with 130 and SIGTERM with 143 (128 + the signal number), after the
     cleanup of the interrupted write has run.
     """
@@ -318,7 +323,7 @@ def run_main(main, argv=None):
     except UsageError as error:
         log.error("error: %s", error)
         return 2
-    except (DataError, ModelFileError, LogError) as error:
+    except (RunError, DataError, ModelFileError, LogError) as error:
         log.error("error: %s", error)
         return 1
     except OSError as error:

@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from . import logs
-from .cli import MAX_SEED, UsageError, check_output_folder
+from .cli import MAX_SEED, RunError, UsageError, check_output_folder
 from .data import TEST_SIZE, TRAIN_SIZE, VALIDATION_SIZE, load_fashion_mnist
 from .model_file import MODEL_FILE_NAME, ModelFileError, load_model, save_model
 
@@ -41,8 +41,8 @@ TRAINING_SETTINGS = ("batch_size", "learning_rate", "seed", "num_train_images", 
 MAX_LISTED_PARAMETER_NAMES = 3
 
 
-class TrainingError(Exception):
-    """Error that stops a run. run() logs its message and returns exit code 1."""
+class TrainingError(RunError):
+    """Error that stops a training or evaluation. cli.run_main reports it and exits with 1."""
 
 
 def _import_tensorflow():
@@ -506,17 +506,9 @@ def train_epochs(session, graph, args, finished_epochs, train_set, validation_se
 def run(arch, args, k):
     """Train or evaluate `arch` at quantization level `k` (None: full precision), as `args` request.
 
-    Returns the exit code. A TrainingError is logged here and returns 1, because
-    cli.run_main does not handle that type.
+    Returns the exit code 0. Expected problems raise UsageError, TrainingError or
+    the loaders' errors, which cli.run_main turns into one message and an exit code.
     """
-    try:
-        return _train_or_evaluate(arch, args, k)
-    except TrainingError as error:
-        log.error("error: %s", error)
-        return 1
-
-
-def _train_or_evaluate(arch, args, k):
     check_options(args)
     check_accuracy_record(args.figs_dir)
     logs.check_figs_architecture(args.figs_dir, arch.name)
